@@ -1,0 +1,1 @@
+"""Shared kernel: error root, clock, database engine, unit of work."""

@@ -1,0 +1,65 @@
+"""Round-trips frozen dataclasses through JSON, for stored idempotent responses and request hashes."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from datetime import datetime
+from decimal import Decimal
+from enum import Enum
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def to_jsonable(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {field.name: to_jsonable(getattr(value, field.name)) for field in dataclasses.fields(value)}
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    if isinstance(value, list | tuple):
+        return [to_jsonable(item) for item in value]
+    return value
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(to_jsonable(value), sort_keys=True, separators=(",", ":"))
+
+
+def fingerprint(value: Any) -> str:
+    """SHA-256 of the canonical JSON of a command: the same request always hashes the same."""
+    return hashlib.sha256(dumps(value).encode()).hexdigest()
+
+
+def loads(cls: type[T], text: str) -> T:
+    return typing.cast(T, _from_jsonable(cls, json.loads(text)))
+
+
+def _from_jsonable(hint: Any, data: Any) -> Any:
+    if data is None:
+        return None
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        inner = [arg for arg in typing.get_args(hint) if arg is not type(None)]
+        return _from_jsonable(inner[0], data)
+    if origin in (list, tuple):
+        (item_hint, *_) = typing.get_args(hint)
+        items = [_from_jsonable(item_hint, item) for item in data]
+        return tuple(items) if origin is tuple else items
+    if dataclasses.is_dataclass(hint):
+        hints = typing.get_type_hints(hint)
+        return hint(**{name: _from_jsonable(hints[name], value) for name, value in data.items()})
+    if isinstance(hint, type) and issubclass(hint, Enum):
+        return hint(data)
+    if hint is datetime:
+        return datetime.fromisoformat(data)
+    if hint is Decimal:
+        return Decimal(data)
+    return data

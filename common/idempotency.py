@@ -1,0 +1,128 @@
+"""Exactly-once writes (DESIGN.md section 5): the outcome is stored with the effect, in one transaction."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+
+from sqlalchemy import Connection, String, Text, select
+from sqlalchemy.orm import Mapped, mapped_column
+
+from common import codec
+from common.db import Base, UtcDateTime
+from common.errors import CoalitionError, IdempotencyKeyReused, InvalidArgument
+from common.sql import insert_ignoring_conflict
+from common.uow import UnitOfWork
+
+R = TypeVar("R")
+
+MAX_KEY_LENGTH = 128
+
+
+class InvalidIdempotencyKey(InvalidArgument):
+    reason = "INVALID_IDEMPOTENCY_KEY"
+
+
+class IdempotencyRecord(Base):
+    """The stored outcome of a write, committed in the same transaction as its effect."""
+
+    __tablename__ = "idempotency_records"
+
+    principal: Mapped[str] = mapped_column(String(120), primary_key=True)
+    idempotency_key: Mapped[str] = mapped_column(String(128), primary_key=True)
+    operation: Mapped[str] = mapped_column(String(60))
+    request_hash: Mapped[str] = mapped_column(String(64))
+    outcome: Mapped[str] = mapped_column(String(10))
+    response_json: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+records = IdempotencyRecord.__table__
+
+
+@dataclass(frozen=True)
+class Outcome(Generic[R]):
+    """A write's result, and whether it is the stored answer to an earlier identical request."""
+
+    result: R
+    is_replay: bool
+
+
+@dataclass(frozen=True)
+class _Stored:
+    operation: str
+    request_hash: str
+    outcome: str
+    response_json: str
+
+
+def run_once(
+    uow: UnitOfWork,
+    *,
+    scope: str,
+    key: str,
+    operation: str,
+    command: Any,
+    result_type: type[R],
+    work: Callable[[Connection], R],
+) -> Outcome[R]:
+    """Runs ``work`` at most once per (scope, key); a retry gets the stored result or error back."""
+    if not key or len(key) > MAX_KEY_LENGTH or not key.isprintable():
+        raise InvalidIdempotencyKey(f"request_id is required: 1 to {MAX_KEY_LENGTH} printable characters")
+    request_hash = codec.fingerprint([operation, command])
+    identity = {"principal": scope, "idempotency_key": key, "operation": operation, "request_hash": request_hash}
+
+    def attempt(connection: Connection) -> Outcome[R]:
+        stored = _find(connection, scope, key)
+        if stored is not None:
+            return _replay(stored, operation, request_hash, result_type)
+        result = work(connection)
+        response = codec.dumps(result)
+        connection.execute(
+            records.insert().values(**identity, outcome="OK", response_json=response, created_at=uow.clock.now())
+        )
+        return Outcome(result, is_replay=False)
+
+    try:
+        return uow.run(attempt)
+    except CoalitionError as error:
+        if not error.is_business_outcome:
+            raise
+        # The rejection is an outcome too: store it so that a retry cannot flip it into a success.
+        rejection = json.dumps({"reason": error.reason, "message": error.message, "metadata": error.metadata})
+
+        def store_rejection(connection: Connection) -> Outcome[R] | None:
+            values = identity | {"outcome": "ERROR", "response_json": rejection, "created_at": uow.clock.now()}
+            if insert_ignoring_conflict(connection, records, values):
+                return None
+            stored = _find(connection, scope, key)
+            assert stored is not None
+            return _replay(stored, operation, request_hash, result_type)
+
+        concurrent = uow.run(store_rejection)
+        if concurrent is not None:
+            return concurrent
+        raise
+
+
+def _find(connection: Connection, scope: str, key: str) -> _Stored | None:
+    row = connection.execute(
+        select(records.c.operation, records.c.request_hash, records.c.outcome, records.c.response_json).where(
+            records.c.principal == scope, records.c.idempotency_key == key
+        )
+    ).first()
+    return _Stored(*row) if row else None
+
+
+def _replay(stored: _Stored, operation: str, request_hash: str, result_type: type[R]) -> Outcome[R]:
+    if stored.operation != operation or stored.request_hash != request_hash:
+        raise IdempotencyKeyReused("this request_id was already used for a different request")
+    if stored.outcome == "ERROR":
+        data = json.loads(stored.response_json)
+        error = CoalitionError.from_stored(data["reason"], data["message"], data["metadata"])
+        error.metadata["idempotent_replay"] = "true"
+        raise error
+    return Outcome(codec.loads(result_type, stored.response_json), is_replay=True)

@@ -1,0 +1,1 @@
+"""Signed-token authentication for partners and operator staff."""

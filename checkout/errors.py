@@ -1,0 +1,67 @@
+"""What can go wrong at checkout, each a stable reason a POS can act on."""
+
+from common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+
+
+class InvalidBasket(InvalidArgument):
+    reason = "INVALID_BASKET"
+
+
+class InvalidPoints(InvalidArgument):
+    reason = "INVALID_POINTS"
+
+
+class CurrencyMismatch(InvalidArgument):
+    reason = "CURRENCY_MISMATCH"
+
+
+class BasketRequired(InvalidArgument):
+    reason = "BASKET_REQUIRED"
+
+
+class ReceiptAlreadyEarned(AlreadyExists):
+    reason = "RECEIPT_ALREADY_EARNED"
+
+
+class InsufficientPoints(FailedPrecondition):
+    reason = "INSUFFICIENT_POINTS"
+
+
+class TransactionLimitExceeded(FailedPrecondition):
+    reason = "POINTS_PER_TRANSACTION_LIMIT_EXCEEDED"
+
+
+class DailyIssuanceCapExceeded(FailedPrecondition):
+    reason = "DAILY_ISSUANCE_CAP_EXCEEDED"
+
+
+class BasketShareExceeded(FailedPrecondition):
+    reason = "BASKET_SHARE_LIMIT_EXCEEDED"
+
+
+class HoldNotFound(NotFound):
+    reason = "HOLD_NOT_FOUND"
+
+
+class HoldExpired(FailedPrecondition):
+    reason = "HOLD_EXPIRED"
+
+
+class HoldAlreadyResolved(FailedPrecondition):
+    reason = "HOLD_ALREADY_RESOLVED"
+
+
+class CaptureExceedsHold(FailedPrecondition):
+    reason = "CAPTURE_EXCEEDS_HOLD"
+
+
+class PurchaseNotFound(NotFound):
+    reason = "PURCHASE_NOT_FOUND"
+
+
+class ReturnExceedsPurchase(FailedPrecondition):
+    reason = "RETURN_EXCEEDS_PURCHASE"
+
+
+class ReceiptMemberMismatch(FailedPrecondition):
+    reason = "RECEIPT_BELONGS_TO_ANOTHER_MEMBER"

@@ -1,0 +1,133 @@
+"""Core statements on checkout tables: holds, purchases, daily issuance and idempotency records."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, func, select
+
+from checkout.models import Hold, PartnerDailyIssuance, Purchase
+from common.sql import insert_ignoring_conflict
+
+holds = Hold.__table__
+purchases = Purchase.__table__
+daily_issuance = PartnerDailyIssuance.__table__
+
+
+@dataclass(frozen=True)
+class HoldRow:
+    id: int
+    public_id: str
+    partner_id: int
+    member_id: int
+    contract_version_id: int
+    points: int
+    captured_points: int
+    status: str
+    receipt_id: str | None
+    created_at: datetime
+    expires_at: datetime
+    capture_transaction_id: int | None
+
+
+@dataclass(frozen=True)
+class PurchaseRow:
+    id: int
+    partner_id: int
+    receipt_id: str
+    member_id: int
+    currency: str
+    total_minor: int
+    contract_version_id: int
+    earned_at: datetime | None
+    earn_transaction_id: int | None
+    points_earned: int
+    points_redeemed: int
+    returned_minor: int
+    points_reversed: int
+    points_restored: int
+
+
+_HOLD_COLUMNS = [holds.c[name] for name in HoldRow.__dataclass_fields__]
+_PURCHASE_COLUMNS = [purchases.c[name] for name in PurchaseRow.__dataclass_fields__]
+
+
+class CheckoutRepository:
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+
+    def held_points(self, member_id: int, now: datetime, *, excluding_hold_id: int | None = None) -> int:
+        query = select(func.coalesce(func.sum(holds.c.points), 0)).where(
+            holds.c.member_id == member_id, holds.c.status == "HELD", holds.c.expires_at > now
+        )
+        if excluding_hold_id is not None:
+            query = query.where(holds.c.id != excluding_hold_id)
+        return int(self.connection.execute(query).scalar_one())
+
+    def insert_hold(self, **values: Any) -> int:
+        return int(self.connection.execute(holds.insert().values(**values)).inserted_primary_key[0])
+
+    def hold(self, public_id: str, partner_id: int) -> HoldRow | None:
+        row = self.connection.execute(
+            select(*_HOLD_COLUMNS).where(holds.c.public_id == public_id, holds.c.partner_id == partner_id)
+        ).first()
+        return HoldRow(*row) if row else None
+
+    def hold_by_id(self, hold_id: int) -> HoldRow:
+        return HoldRow(*self.connection.execute(select(*_HOLD_COLUMNS).where(holds.c.id == hold_id)).one())
+
+    def resolve_hold(self, hold_id: int, *, status: str, now: datetime, **values: Any) -> bool:
+        """Moves a hold out of HELD exactly once; False if something else resolved it first."""
+        result = self.connection.execute(
+            holds.update()
+            .where(holds.c.id == hold_id, holds.c.status == "HELD")
+            .values(status=status, resolved_at=now, **values)
+        )
+        return result.rowcount == 1
+
+    def expire_holds(self, now: datetime, limit: int) -> int:
+        due = select(holds.c.id).where(holds.c.status == "HELD", holds.c.expires_at <= now).limit(limit)
+        ids = [hold_id for (hold_id,) in self.connection.execute(due)]
+        if not ids:
+            return 0
+        result = self.connection.execute(
+            holds.update()
+            .where(holds.c.id.in_(ids), holds.c.status == "HELD")
+            .values(status="EXPIRED", resolved_at=now)
+        )
+        return int(result.rowcount)
+
+    def purchase(self, partner_id: int, receipt_id: str) -> PurchaseRow | None:
+        row = self.connection.execute(
+            select(*_PURCHASE_COLUMNS).where(purchases.c.partner_id == partner_id, purchases.c.receipt_id == receipt_id)
+        ).first()
+        return PurchaseRow(*row) if row else None
+
+    def purchase_for_update(self, partner_id: int, receipt_id: str) -> PurchaseRow | None:
+        row = self.connection.execute(
+            select(*_PURCHASE_COLUMNS)
+            .where(purchases.c.partner_id == partner_id, purchases.c.receipt_id == receipt_id)
+            .with_for_update()
+        ).first()
+        return PurchaseRow(*row) if row else None
+
+    def insert_purchase(self, **values: Any) -> None:
+        defaults = {"points_earned": 0, "points_redeemed": 0, "returned_minor": 0, "points_reversed": 0,
+                    "points_restored": 0}  # fmt: skip
+        self.connection.execute(purchases.insert().values(**(defaults | values)))
+
+    def update_purchase(self, purchase_id: int, **values: Any) -> None:
+        self.connection.execute(purchases.update().where(purchases.c.id == purchase_id).values(**values))
+
+    def add_daily_issuance(self, partner_id: int, day: str, points: int) -> int:
+        """Adds to the partner's issuance for the day and returns the new total."""
+        insert_ignoring_conflict(
+            self.connection, daily_issuance, {"partner_id": partner_id, "day": day, "points_issued": 0}
+        )
+        key = (daily_issuance.c.partner_id == partner_id) & (daily_issuance.c.day == day)
+        self.connection.execute(
+            daily_issuance.update().where(key).values(points_issued=daily_issuance.c.points_issued + points)
+        )
+        return int(self.connection.execute(select(daily_issuance.c.points_issued).where(key)).scalar_one())

@@ -1,0 +1,98 @@
+"""Returns: take back points earned on the returned amount, give back points that paid for it."""
+
+from __future__ import annotations
+
+from checkout.commands import ReturnCommand, ReturnResult
+from checkout.errors import InvalidBasket, PurchaseNotFound, ReturnExceedsPurchase
+from checkout.repository import PurchaseRow
+from checkout.session import CheckoutSession, PartnerRef
+from ledger.posting import Posting
+from ledger.repository import MemberAccounts
+from members.repository import MemberRow
+from partners.rates import proportional_points
+
+
+def return_purchase(session: CheckoutSession, partner: PartnerRef, command: ReturnCommand) -> ReturnResult:
+    """Cumulative returns never exceed the purchase; points follow the returned share exactly."""
+    found = session.records.purchase(partner.partner_id, command.receipt_id)
+    member = session.members.find_by_id(found.member_id) if found else None
+    if found is None or member is None:
+        raise PurchaseNotFound("no purchase with that receipt", receipt_id=command.receipt_id)
+    accounts = session.ledger_records.lock_member(member.id)
+    purchase = session.records.purchase_for_update(partner.partner_id, command.receipt_id)
+    assert purchase is not None
+    returned_total = purchase.returned_minor + _returned_amount(purchase, command)
+    points_reversed = proportional_points(purchase.points_earned, returned_total, purchase.total_minor)
+    points_restored = proportional_points(purchase.points_redeemed, returned_total, purchase.total_minor)
+    # Refund first, so that points given back can cover the points taken back.
+    refund_id = _refund(session, accounts, member, purchase, points_restored - purchase.points_restored)
+    accounts = session.ledger_records.lock_member(member.id)
+    reversal_id, debt = _reverse(session, accounts, member, purchase, points_reversed - purchase.points_reversed)
+    session.records.update_purchase(
+        purchase.id,
+        returned_minor=returned_total,
+        points_reversed=points_reversed,
+        points_restored=points_restored,
+    )
+    return ReturnResult(
+        member_number=member.member_number, returned_minor_total=returned_total,
+        points_reversed=points_reversed - purchase.points_reversed,
+        points_restored=points_restored - purchase.points_restored, debt_created_points=debt,
+        reversal_transaction_id=reversal_id, refund_transaction_id=refund_id,
+    )  # fmt: skip
+
+
+def _returned_amount(purchase: PurchaseRow, command: ReturnCommand) -> int:
+    remaining = purchase.total_minor - purchase.returned_minor
+    if command.is_full_return:
+        return remaining
+    if command.returned_minor <= 0:
+        raise InvalidBasket("returned_amount must be positive, or ask for a full return")
+    if command.returned_minor > remaining:
+        raise ReturnExceedsPurchase(f"only {remaining} of the purchase is left to return", remaining_minor=remaining)
+    return command.returned_minor
+
+
+def _posting(
+    kind: str,
+    session: CheckoutSession,
+    member: MemberRow,
+    purchase: PurchaseRow,
+    references: int | None = None,
+) -> Posting:
+    return Posting(
+        kind=kind, member_id=member.id, partner_id=purchase.partner_id,
+        contract_version_id=purchase.contract_version_id, business_time=session.now,
+        receipt_id=purchase.receipt_id, currency=purchase.currency, references_transaction_id=references,
+    )  # fmt: skip
+
+
+def _refund(
+    session: CheckoutSession, accounts: MemberAccounts, member: MemberRow, purchase: PurchaseRow, points: int
+) -> str:
+    if points <= 0:
+        return ""
+    restore: list[tuple[int, int]] = []
+    for lot_id, spent in session.ledger_records.restorable_lots(purchase.partner_id, purchase.receipt_id):
+        given = min(spent, points - sum(part for _, part in restore))
+        if given > 0:
+            restore.append((lot_id, given))
+    posted = session.ledger.refund(accounts, _posting("REDEMPTION_REFUND", session, member, purchase), restore)
+    return posted.public_id
+
+
+def _reverse(
+    session: CheckoutSession, accounts: MemberAccounts, member: MemberRow, purchase: PurchaseRow, points: int
+) -> tuple[str, int]:
+    if points <= 0:
+        return "", 0
+    earn_lot_id = None
+    if purchase.earn_transaction_id is not None:
+        earn_lot_id = session.ledger_records.lot_of_transaction(purchase.earn_transaction_id)
+    posting = _posting("EARN_REVERSAL", session, member, purchase, purchase.earn_transaction_id)
+    posted, debt = session.ledger.reverse_earn(
+        accounts, posting, points, issuer_partner_id=purchase.partner_id, earn_lot_id=earn_lot_id,
+        other_lots=session.ledger_records.lots_with_points(member.id),
+        other_lots_limit=session.spendable_points(member.id),
+    )  # fmt: skip
+    return posted.public_id, debt

@@ -1,0 +1,386 @@
+"""Checkout use cases. Each write runs exactly once per idempotency key (checkout.idempotency)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+from sqlalchemy import Connection
+
+from checkout.commands import (
+    BalanceView,
+    Basket,
+    CaptureCommand,
+    CaptureResult,
+    EarnCommand,
+    EarnResult,
+    EnrollCommand,
+    HoldCommand,
+    HoldView,
+    MemberView,
+    QuoteCommand,
+    QuoteResult,
+    RedeemCommand,
+    RedeemResult,
+    ReleaseCommand,
+    ReturnCommand,
+    ReturnResult,
+)
+from checkout.errors import (
+    BasketRequired,
+    BasketShareExceeded,
+    CaptureExceedsHold,
+    HoldAlreadyResolved,
+    HoldExpired,
+    HoldNotFound,
+    InsufficientPoints,
+    InvalidPoints,
+    ReceiptAlreadyEarned,
+    ReceiptMemberMismatch,
+)
+from checkout.repository import HoldRow
+from checkout.returns import return_purchase
+from checkout.session import CheckoutSession, CheckoutSettings, PartnerRef, require_basket, require_currency
+from common.idempotency import Outcome, run_once
+from common.uow import UnitOfWork
+from ledger.lots import plan_consumption
+from ledger.posting import NewLot, Posted, Posting
+from ledger.repository import MemberAccounts
+from members.identifiers import MemberIdentifier
+from members.repository import MemberRow
+from members.services import MemberNotFound
+from partners.rates import ContractVersionView, max_points_for_basket, points_for_spend, value_of_points_minor
+
+
+class CheckoutService:
+    def __init__(self, uow: UnitOfWork, settings: CheckoutSettings) -> None:
+        self.uow = uow
+        self.settings = settings
+
+    def _session(self, connection: Connection) -> CheckoutSession:
+        return CheckoutSession(connection, self.settings, self.uow.clock.now())
+
+    def quote(self, partner: PartnerRef, command: QuoteCommand) -> QuoteResult:
+        """What a basket would earn and how much of it points could pay. Writes nothing."""
+
+        def work(connection: Connection) -> QuoteResult:
+            session = self._session(connection)
+            _, version = session.terms(partner.partner_id)
+            require_basket(command.basket, version.terms)
+            member_number, available = "", 0
+            if command.member is not None:
+                member = session.visible_member(command.member, partner.partner_id)
+                member_number, available = member.member_number, session.spendable_points(member.id)
+            redeemable = min(available, max_points_for_basket(command.basket.total_minor, version.terms))
+            return QuoteResult(
+                member_number=member_number, currency=version.terms.currency,
+                points_to_earn=points_for_spend(command.basket.eligible_minor, version.terms),
+                available_points=available, redeemable_points=redeemable,
+                redeemable_value_minor=value_of_points_minor(redeemable, version.terms),
+                contract_version=version.version,
+            )  # fmt: skip
+
+        return self.uow.run(work)
+
+    def earn_points(self, partner: PartnerRef, request_id: str, command: EarnCommand) -> Outcome[EarnResult]:
+        """Credits points for a paid receipt; one receipt earns at most once."""
+        command.basket.validate()
+
+        def work(connection: Connection) -> EarnResult:
+            session = self._session(connection)
+            _, version = session.terms(partner.partner_id)
+            require_currency(command.basket.currency, version.terms)
+            member, is_new = session.member(command.member, partner.partner_id, enroll=command.enroll_if_unknown)
+            accounts = session.ledger_records.lock_member(member.id)
+            purchase = session.records.purchase_for_update(partner.partner_id, command.receipt_id)
+            if purchase is not None and purchase.earned_at is not None:
+                raise ReceiptAlreadyEarned("this receipt has already earned points", receipt_id=command.receipt_id)
+            if purchase is not None and purchase.member_id != member.id:
+                raise ReceiptMemberMismatch("points on this receipt were redeemed by another member")
+            points = points_for_spend(command.basket.eligible_minor, version.terms)
+            session.count_issuance(partner.partner_id, version.terms, points)
+            transaction_id, public_id, repaid = None, "", 0
+            if points > 0:
+                posted, _, repaid = session.ledger.earn(
+                    accounts, _posting("EARN", member, partner, version, session, command.receipt_id, command.basket),
+                    points, _new_lot(partner, version, session),
+                )  # fmt: skip
+                transaction_id, public_id = posted.transaction_id, posted.public_id
+            earned = {"earned_at": session.now, "earn_transaction_id": transaction_id, "points_earned": points,
+                      "total_minor": command.basket.total_minor}  # fmt: skip
+            if purchase is None:
+                session.records.insert_purchase(
+                    partner_id=partner.partner_id, receipt_id=command.receipt_id, member_id=member.id,
+                    currency=version.terms.currency, contract_version_id=version.id, **earned,
+                )  # fmt: skip
+            else:
+                session.records.update_purchase(purchase.id, **earned)
+            lot = _new_lot(partner, version, session)
+            return EarnResult(
+                transaction_id=public_id, member_number=member.member_number, points_earned=points,
+                debt_repaid_points=repaid, available_at=lot.available_at, expires_at=lot.expires_at,
+                contract_version=version.version, is_newly_enrolled=is_new,
+            )  # fmt: skip
+
+        return run_once(
+            self.uow, scope=partner.idempotency_scope, key=request_id, operation="EarnPoints",
+            command=command, result_type=EarnResult, work=work,
+        )  # fmt: skip
+
+    def hold_points(self, partner: PartnerRef, request_id: str, command: HoldCommand) -> Outcome[HoldView]:
+        """Reserves points for an open basket until captured, released or expired."""
+        _require_positive(command.points)
+        ttl_seconds = command.ttl_seconds or self.settings.default_hold_ttl_seconds
+        if not 0 < ttl_seconds <= self.settings.max_hold_ttl_seconds:
+            raise InvalidPoints(f"ttl_seconds must be between 1 and {self.settings.max_hold_ttl_seconds}")
+
+        def work(connection: Connection) -> HoldView:
+            session = self._session(connection)
+            _, version = session.terms(partner.partner_id)
+            require_currency(command.currency, version.terms)
+            member, _ = session.member(command.member, partner.partner_id)
+            session.ledger_records.lock_member(member.id)
+            _check_spend(session, version, member, command.points, command.basket_total_minor)
+            hold_id = session.records.insert_hold(
+                public_id=_new_public_id(), partner_id=partner.partner_id, member_id=member.id,
+                contract_version_id=version.id, points=command.points, captured_points=0, status="HELD",
+                receipt_id=command.receipt_id or None, created_at=session.now,
+                expires_at=session.now + timedelta(seconds=ttl_seconds),
+            )  # fmt: skip
+            return _hold_view(session, session.records.hold_by_id(hold_id), member, version)
+
+        return run_once(
+            self.uow, scope=partner.idempotency_scope, key=request_id, operation="HoldPoints",
+            command=command, result_type=HoldView, work=work,
+        )  # fmt: skip
+
+    def capture_hold(self, partner: PartnerRef, request_id: str, command: CaptureCommand) -> Outcome[CaptureResult]:
+        """Spends all or part of a hold; the rest is released."""
+        if command.points < 0:
+            raise InvalidPoints("points must not be negative (0 captures the whole hold)")
+
+        def work(connection: Connection) -> CaptureResult:
+            session = self._session(connection)
+            hold, member, version = _open_hold(session, partner, command.hold_id)
+            points = command.points or hold.points
+            if points > hold.points:
+                raise CaptureExceedsHold(f"cannot capture {points} of a {hold.points}-point hold")
+            accounts = session.ledger_records.lock_member(member.id)
+            posted = _spend(session, accounts, member, partner, version, points, hold.receipt_id, hold.id)
+            if not session.records.resolve_hold(
+                hold.id, status="CAPTURED", now=session.now, captured_points=points,
+                capture_transaction_id=posted.transaction_id,
+            ):  # fmt: skip
+                raise HoldAlreadyResolved("the hold was resolved by another request")
+            view = _hold_view(session, session.records.hold_by_id(hold.id), member, version)
+            return CaptureResult(
+                transaction_id=posted.public_id, hold=view, points_captured=points,
+                value_minor=value_of_points_minor(points, version.terms), points_released=hold.points - points,
+            )  # fmt: skip
+
+        return run_once(
+            self.uow, scope=partner.idempotency_scope, key=request_id, operation="CaptureHold",
+            command=command, result_type=CaptureResult, work=work,
+        )  # fmt: skip
+
+    def release_hold(self, partner: PartnerRef, request_id: str, command: ReleaseCommand) -> Outcome[HoldView]:
+        def work(connection: Connection) -> HoldView:
+            session = self._session(connection)
+            hold, member, version = _open_hold(session, partner, command.hold_id)
+            session.ledger_records.lock_member(member.id)
+            if not session.records.resolve_hold(hold.id, status="RELEASED", now=session.now):
+                raise HoldAlreadyResolved("the hold was resolved by another request")
+            return _hold_view(session, session.records.hold_by_id(hold.id), member, version)
+
+        return run_once(
+            self.uow, scope=partner.idempotency_scope, key=request_id, operation="ReleaseHold",
+            command=command, result_type=HoldView, work=work,
+        )  # fmt: skip
+
+    def redeem_points(self, partner: PartnerRef, request_id: str, command: RedeemCommand) -> Outcome[RedeemResult]:
+        """One-step redemption for simple integrations: hold and capture at once."""
+        _require_positive(command.points)
+
+        def work(connection: Connection) -> RedeemResult:
+            session = self._session(connection)
+            _, version = session.terms(partner.partner_id)
+            require_currency(command.currency, version.terms)
+            member, _ = session.member(command.member, partner.partner_id)
+            accounts = session.ledger_records.lock_member(member.id)
+            _check_spend(session, version, member, command.points, command.basket_total_minor)
+            posted = _spend(session, accounts, member, partner, version, command.points, command.receipt_id, None)
+            return RedeemResult(
+                transaction_id=posted.public_id, member_number=member.member_number, points_redeemed=command.points,
+                value_minor=value_of_points_minor(command.points, version.terms), currency=version.terms.currency,
+                contract_version=version.version,
+            )  # fmt: skip
+
+        return run_once(
+            self.uow, scope=partner.idempotency_scope, key=request_id, operation="RedeemPoints",
+            command=command, result_type=RedeemResult, work=work,
+        )  # fmt: skip
+
+    def return_purchase(self, partner: PartnerRef, request_id: str, command: ReturnCommand) -> Outcome[ReturnResult]:
+        """A full or partial return of a receipt."""
+
+        def work(connection: Connection) -> ReturnResult:
+            session = self._session(connection)
+            session.terms(partner.partner_id)  # the partner must be active
+            return return_purchase(session, partner, command)
+
+        return run_once(
+            self.uow, scope=partner.idempotency_scope, key=request_id, operation="ReturnPurchase",
+            command=command, result_type=ReturnResult, work=work,
+        )  # fmt: skip
+
+    def enroll_member(self, partner: PartnerRef, request_id: str, command: EnrollCommand) -> Outcome[MemberView]:
+        """Enrols a member by phone or email, or links the existing member to this partner."""
+
+        def work(connection: Connection) -> MemberView:
+            session = self._session(connection)
+            member, is_new = session.member(command.member, partner.partner_id, enroll=True)
+            return _member_view(session, member, is_newly_enrolled=is_new)
+
+        return run_once(
+            self.uow, scope=partner.idempotency_scope, key=request_id, operation="EnrollMember",
+            command=command, result_type=MemberView, work=work,
+        )  # fmt: skip
+
+    def get_balance(self, partner: PartnerRef, identifier: MemberIdentifier) -> BalanceView:
+        def work(connection: Connection) -> BalanceView:
+            session = self._session(connection)
+            return session.balance(session.visible_member(identifier, partner.partner_id))
+
+        return self.uow.run(work)
+
+    def lookup_member(self, partner: PartnerRef, identifier: MemberIdentifier) -> MemberView:
+        def work(connection: Connection) -> MemberView:
+            session = self._session(connection)
+            return _member_view(session, session.visible_member(identifier, partner.partner_id))
+
+        return self.uow.run(work)
+
+    def expire_holds(self, *, batch_size: int = 500) -> int:
+        """Marks holds past their time as EXPIRED (they already stopped counting when they lapsed)."""
+        return self.uow.run(lambda connection: self._session(connection).records.expire_holds(
+            self.uow.clock.now(), batch_size))  # fmt: skip
+
+
+def _require_positive(points: int) -> None:
+    if points <= 0:
+        raise InvalidPoints("points must be positive")
+
+
+def _new_public_id() -> str:
+    return uuid.uuid4().hex
+
+
+def _posting(
+    kind: str, member: MemberRow, partner: PartnerRef, version: ContractVersionView, session: CheckoutSession,
+    receipt_id: str | None, basket: Basket | None = None,
+) -> Posting:  # fmt: skip
+    return Posting(
+        kind=kind, member_id=member.id, partner_id=partner.partner_id, contract_version_id=version.id,
+        business_time=session.now, receipt_id=receipt_id or None,
+        amount_minor=basket.total_minor if basket else None, currency=version.terms.currency,
+    )  # fmt: skip
+
+
+def _new_lot(partner: PartnerRef, version: ContractVersionView, session: CheckoutSession) -> NewLot:
+    return NewLot(
+        issuer_partner_id=partner.partner_id, contract_version_id=version.id,
+        issuance_price=version.terms.issuance_price, currency=version.terms.currency, earned_at=session.now,
+        available_at=session.now + timedelta(days=version.terms.pending_days),
+        expires_at=session.now + timedelta(days=session.settings.points_lifetime_days),
+    )  # fmt: skip
+
+
+def _check_spend(
+    session: CheckoutSession,
+    version: ContractVersionView,
+    member: MemberRow,
+    points: int,
+    basket_total_minor: int,
+) -> None:
+    """The contract's limits and the member's available points allow spending ``points``."""
+    terms = version.terms
+    if basket_total_minor < 0:
+        raise InvalidPoints("basket_total must not be negative")
+    if terms.max_points_share_of_basket is not None and basket_total_minor == 0:
+        raise BasketRequired("this partner limits the share of a basket paid with points: send basket_total")
+    limit = max_points_for_basket(basket_total_minor, terms) if basket_total_minor else terms.max_points_per_transaction
+    if limit is not None and points > limit:
+        raise BasketShareExceeded(f"at most {limit} points can pay for this basket", limit=limit)
+    available = session.spendable_points(member.id)
+    if points > available:
+        raise InsufficientPoints(f"{points} points requested, {available} available", available=available)
+
+
+def _spend(
+    session: CheckoutSession, accounts: MemberAccounts, member: MemberRow, partner: PartnerRef,
+    version: ContractVersionView, points: int, receipt_id: str | None, hold_id: int | None,
+) -> Posted:  # fmt: skip
+    lots = session.ledger_records.lots_with_points(member.id)
+    other_holds = session.records.held_points(member.id, session.now, excluding_hold_id=hold_id)
+    plan = plan_consumption(lots, points, session.now)
+    spendable = sum(lot.remaining_points for lot in lots if lot.is_spendable(session.now))
+    if plan is None or spendable - other_holds < points:
+        raise InsufficientPoints(f"{points} points requested, {max(spendable - other_holds, 0)} available")
+    posted = session.ledger.spend(accounts, _posting("REDEEM", member, partner, version, session, receipt_id), plan)
+    if receipt_id:
+        _record_redemption(session, partner, member, version, receipt_id, points)
+    return posted
+
+
+def _record_redemption(
+    session: CheckoutSession, partner: PartnerRef, member: MemberRow, version: ContractVersionView,
+    receipt_id: str, points: int,
+) -> None:  # fmt: skip
+    purchase = session.records.purchase_for_update(partner.partner_id, receipt_id)
+    if purchase is None:
+        session.records.insert_purchase(
+            partner_id=partner.partner_id, receipt_id=receipt_id, member_id=member.id,
+            currency=version.terms.currency, total_minor=0, contract_version_id=version.id, points_redeemed=points,
+        )  # fmt: skip
+    elif purchase.member_id != member.id:
+        raise ReceiptMemberMismatch("this receipt belongs to another member")
+    else:
+        session.records.update_purchase(purchase.id, points_redeemed=purchase.points_redeemed + points)
+
+
+def _open_hold(
+    session: CheckoutSession, partner: PartnerRef, hold_id: str
+) -> tuple[HoldRow, MemberRow, ContractVersionView]:
+    hold = session.records.hold(hold_id, partner.partner_id)
+    if hold is None:
+        raise HoldNotFound("no such hold", hold_id=hold_id)
+    if hold.status != "HELD":
+        raise HoldAlreadyResolved(f"the hold is already {hold.status.lower()}", status=hold.status)
+    if hold.expires_at <= session.now:
+        raise HoldExpired("the hold expired and its points were released")
+    member = session.members.find_by_id(hold.member_id)
+    if member is None:
+        raise MemberNotFound("the hold's member no longer exists")
+    session.terms(partner.partner_id)  # the partner must still be active
+    return hold, member, session.contract_version(hold.contract_version_id)
+
+
+def _hold_view(session: CheckoutSession, hold: HoldRow, member: MemberRow, version: ContractVersionView) -> HoldView:
+    capture_id = ""
+    if hold.capture_transaction_id is not None:
+        capture_id = session.ledger_records.transaction_public_id(hold.capture_transaction_id)
+    return HoldView(
+        hold_id=hold.public_id, member_number=member.member_number, points=hold.points,
+        captured_points=hold.captured_points, status=hold.status,
+        value_minor=value_of_points_minor(hold.points, version.terms), currency=version.terms.currency,
+        created_at=hold.created_at, expires_at=hold.expires_at, contract_version=version.version,
+        capture_transaction_id=capture_id,
+    )  # fmt: skip
+
+
+def _member_view(session: CheckoutSession, member: MemberRow, *, is_newly_enrolled: bool = False) -> MemberView:
+    return MemberView(
+        member_number=member.member_number, enrolled_at=member.enrolled_at,
+        masked_identifiers=tuple(session.members.masked_identifiers(member.id)),
+        balance=session.balance(member), is_newly_enrolled=is_newly_enrolled,
+    )  # fmt: skip

@@ -1,0 +1,126 @@
+"""What every checkout use case needs inside its transaction: repositories, terms, member, balance."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import Connection
+
+from checkout.commands import BalanceView, Basket
+from checkout.errors import CurrencyMismatch, DailyIssuanceCapExceeded, TransactionLimitExceeded
+from checkout.repository import CheckoutRepository
+from ledger.posting import Ledger
+from ledger.repository import LedgerRepository, MemberAccounts
+from members.identifiers import MemberIdentifier
+from members.repository import MemberRepository, MemberRow
+from members.services import MemberNotFound, enroll_member, find_member
+from partners.rates import ContractTerms, ContractVersionView
+from partners.repository import PartnerRepository, PartnerView
+from partners.services import partner_terms_in_force
+
+
+@dataclass(frozen=True)
+class CheckoutSettings:
+    """Network policy the checkout applies (the member-programme issue makes it versioned)."""
+
+    identifier_pepper: bytes
+    points_lifetime_days: int = 730
+    default_hold_ttl_seconds: int = 900
+    max_hold_ttl_seconds: int = 86_400
+    expiring_soon_days: int = 30
+
+
+@dataclass(frozen=True)
+class PartnerRef:
+    """The authenticated partner: its id and the scope its idempotency keys live in."""
+
+    partner_id: int
+    idempotency_scope: str
+
+
+class CheckoutSession:
+    def __init__(self, connection: Connection, settings: CheckoutSettings, now: datetime) -> None:
+        self.settings = settings
+        self.now = now
+        self.members = MemberRepository(connection)
+        self.ledger_records = LedgerRepository(connection)
+        self.records = CheckoutRepository(connection)
+        self.ledger = Ledger(self.ledger_records, now)
+
+    def terms(self, partner_id: int) -> tuple[PartnerView, ContractVersionView]:
+        return partner_terms_in_force(self.ledger_records.connection, partner_id, self.now)
+
+    def contract_version(self, version_id: int) -> ContractVersionView:
+        return PartnerRepository(self.ledger_records.connection).version_by_id(version_id)
+
+    def member(self, identifier: MemberIdentifier, partner_id: int, *, enroll: bool = False) -> tuple[MemberRow, bool]:
+        """Finds (or enrols) the member a partner names at checkout and records that they dealt."""
+        pepper = self.settings.identifier_pepper
+        if enroll:
+            member, is_new = enroll_member(self.members, identifier, pepper, partner_id=partner_id, now=self.now)
+            if is_new:
+                self.ledger_records.open_member(member.id)
+        else:
+            found = find_member(self.members, identifier, pepper)
+            if found is None:
+                raise MemberNotFound("no member has that identifier")
+            member, is_new = found, False
+        self.members.link_partner(member.id, partner_id, self.now)
+        return member, is_new
+
+    def visible_member(self, identifier: MemberIdentifier, partner_id: int) -> MemberRow:
+        """A member this partner has dealt with; any other looks exactly like an unknown one."""
+        member = find_member(self.members, identifier, self.settings.identifier_pepper)
+        if member is None or not self.members.is_linked(member.id, partner_id):
+            raise MemberNotFound("no member has that identifier")
+        return member
+
+    def spendable_points(self, member_id: int, *, excluding_hold_id: int | None = None) -> int:
+        """Available points: spendable lots less open holds."""
+        summary = self.ledger_records.lot_summary(member_id, self.now, self.now)
+        held = self.records.held_points(member_id, self.now, excluding_hold_id=excluding_hold_id)
+        return max(summary.spendable - held, 0)
+
+    def balance(self, member: MemberRow, accounts: MemberAccounts | None = None) -> BalanceView:
+        until = self.now + timedelta(days=self.settings.expiring_soon_days)
+        summary = self.ledger_records.lot_summary(member.id, self.now, until)
+        held = self.records.held_points(member.id, self.now)
+        accounts = accounts or self.ledger_records.member_accounts(member.id)
+        return BalanceView(
+            member_number=member.member_number,
+            available_points=max(summary.spendable - held, 0),
+            pending_points=summary.pending,
+            held_points=held,
+            debt_points=accounts.debt_points,
+            expiring_soon_points=summary.expiring_soon,
+            expiring_soon_until=until,
+        )
+
+    def count_issuance(self, partner_id: int, terms: ContractTerms, points: int) -> None:
+        """Enforces the contract's per-transaction limit and daily issuance cap on an earn."""
+        if terms.max_points_per_transaction is not None and points > terms.max_points_per_transaction:
+            raise TransactionLimitExceeded(
+                f"{points} points exceed the limit of {terms.max_points_per_transaction} per transaction",
+                limit=terms.max_points_per_transaction,
+            )
+        if terms.daily_issuance_cap is None or points == 0:
+            return
+        issued = self.records.add_daily_issuance(partner_id, self.now.date().isoformat(), points)
+        if issued > terms.daily_issuance_cap:
+            raise DailyIssuanceCapExceeded(
+                "the partner's daily issuance cap is reached", limit=terms.daily_issuance_cap
+            )
+
+
+def require_currency(currency: str, terms: ContractTerms) -> None:
+    if currency != terms.currency:
+        raise CurrencyMismatch(
+            f"this partner settles in {terms.currency}, not {currency or 'an unspecified currency'}",
+            expected=terms.currency,
+        )
+
+
+def require_basket(basket: Basket, terms: ContractTerms) -> None:
+    basket.validate()
+    require_currency(basket.currency, terms)

@@ -1,0 +1,180 @@
+"""Bookkeeping operations: each posts one balanced journal transaction and its lot lineage."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+from ledger.lots import LotBalance, plan_up_to
+from ledger.repository import LedgerRepository, MemberAccounts
+
+DEBIT, CREDIT = "D", "C"
+
+
+@dataclass(frozen=True)
+class Posting:
+    """What a journal transaction says about the business event it records."""
+
+    kind: str
+    member_id: int
+    partner_id: int | None
+    contract_version_id: int | None
+    business_time: datetime
+    receipt_id: str | None = None
+    amount_minor: int | None = None
+    currency: str | None = None
+    references_transaction_id: int | None = None
+
+
+@dataclass(frozen=True)
+class Posted:
+    transaction_id: int
+    public_id: str
+
+
+@dataclass(frozen=True)
+class NewLot:
+    issuer_partner_id: int | None
+    contract_version_id: int | None
+    issuance_price: Decimal
+    currency: str
+    earned_at: datetime
+    available_at: datetime
+    expires_at: datetime
+
+
+class Ledger:
+    """Double-entry postings for one member, inside the caller's transaction (member already locked)."""
+
+    def __init__(self, repository: LedgerRepository, recorded_at: datetime) -> None:
+        self.repository = repository
+        self.recorded_at = recorded_at
+
+    def earn(self, member: MemberAccounts, posting: Posting, points: int, lot: NewLot) -> tuple[Posted, int, int]:
+        """Credits ``points`` funded by the lot's issuer; existing debt is repaid first.
+
+        Returns the posted transaction, the new lot's id and the points that went to repay debt.
+        """
+        issued_account = self.repository.account_id("PARTNER_ISSUED", _owner(lot.issuer_partner_id))
+        repaid = min(member.debt_points, points)
+        credited = points - repaid
+        posted = self._post(
+            posting,
+            points,
+            [(issued_account, DEBIT, points), (member.points_account_id, CREDIT, credited),
+             (member.debt_account_id, CREDIT, repaid)],
+        )  # fmt: skip
+        lot_id = self.repository.insert_lot(
+            member_id=member.member_id, issuer_partner_id=lot.issuer_partner_id,
+            source_transaction_id=posted.transaction_id, contract_version_id=lot.contract_version_id,
+            points=points, remaining_points=credited, issuance_price=lot.issuance_price, currency=lot.currency,
+            earned_at=lot.earned_at, available_at=lot.available_at, expires_at=lot.expires_at,
+        )  # fmt: skip
+        self._movements(posted, "DEBT_REPAYMENT", [(lot_id, -repaid)])
+        self.repository.change_member_balance(member.member_id, credited, -repaid)
+        return posted, lot_id, repaid
+
+    def spend(self, member: MemberAccounts, posting: Posting, plan: list[tuple[int, int]]) -> Posted:
+        """Debits the member for the planned lots and credits the redeeming partner."""
+        points = sum(taken for _, taken in plan)
+        redeemed_account = self.repository.account_id("PARTNER_REDEEMED", _owner(posting.partner_id))
+        posted = self._post(
+            posting, points, [(member.points_account_id, DEBIT, points), (redeemed_account, CREDIT, points)]
+        )
+        self.repository.change_lots([(lot_id, -taken) for lot_id, taken in plan])
+        self._movements(posted, "CONSUMED", [(lot_id, -taken) for lot_id, taken in plan])
+        self.repository.change_member_balance(member.member_id, -points, 0)
+        return posted
+
+    def refund(self, member: MemberAccounts, posting: Posting, restore: list[tuple[int, int]]) -> Posted:
+        """Gives back points that paid for a returned purchase, into the lots they came from."""
+        points = sum(given for _, given in restore)
+        redeemed_account = self.repository.account_id("PARTNER_REDEEMED", _owner(posting.partner_id))
+        posted = self._post(
+            posting, points, [(redeemed_account, DEBIT, points), (member.points_account_id, CREDIT, points)]
+        )
+        self.repository.change_lots(restore)
+        self._movements(posted, "RESTORED", restore)
+        self.repository.change_member_balance(member.member_id, points, 0)
+        return posted
+
+    def reverse_earn(
+        self,
+        member: MemberAccounts,
+        posting: Posting,
+        points: int,
+        *,
+        issuer_partner_id: int | None,
+        earn_lot_id: int | None,
+        other_lots: list[LotBalance],
+        other_lots_limit: int,
+    ) -> tuple[Posted, int]:
+        """Takes back earned points: from their own lot, then other spendable lots, the rest as debt.
+
+        Returns the posted transaction and the debt it created.
+        """
+        taken: list[tuple[int, int]] = []
+        if earn_lot_id is not None:
+            from_own_lot = min(points, self.repository.lot_remaining(earn_lot_id))
+            taken.append((earn_lot_id, from_own_lot))
+        still_needed = points - sum(points_taken for _, points_taken in taken)
+        others = [lot for lot in other_lots if lot.lot_id != earn_lot_id]
+        taken += plan_up_to(others, min(still_needed, max(other_lots_limit, 0)), self.recorded_at)
+        taken = [(lot_id, points_taken) for lot_id, points_taken in taken if points_taken > 0]
+        from_balance = sum(points_taken for _, points_taken in taken)
+        debt = points - from_balance
+        issued_account = self.repository.account_id("PARTNER_ISSUED", _owner(issuer_partner_id))
+        posted = self._post(
+            posting,
+            points,
+            [(member.points_account_id, DEBIT, from_balance), (member.debt_account_id, DEBIT, debt),
+             (issued_account, CREDIT, points)],
+        )  # fmt: skip
+        self.repository.change_lots([(lot_id, -points_taken) for lot_id, points_taken in taken])
+        self._movements(posted, "REVERSED", [(lot_id, -points_taken) for lot_id, points_taken in taken])
+        self.repository.change_member_balance(member.member_id, -from_balance, debt)
+        return posted, debt
+
+    def _post(self, posting: Posting, points: int, lines: list[tuple[int, str, int]]) -> Posted:
+        lines = [line for line in lines if line[2] > 0]
+        debits = sum(amount for _, side, amount in lines if side == DEBIT)
+        credits = sum(amount for _, side, amount in lines if side == CREDIT)
+        if debits != credits or debits != points:
+            raise AssertionError(f"unbalanced posting: {debits} debit, {credits} credit, {points} points")
+        public_id = uuid.uuid4().hex
+        transaction_id = self.repository.insert_transaction(
+            public_id=public_id, points=points, recorded_at=self.recorded_at, **vars(posting)
+        )
+        self.repository.insert_entries(
+            [
+                {
+                    "transaction_id": transaction_id,
+                    "account_id": account,
+                    "side": side,
+                    "amount_points": amount,
+                }
+                for account, side, amount in lines
+            ]
+        )
+        return Posted(transaction_id, public_id)
+
+    def _movements(self, posted: Posted, kind: str, changes: list[tuple[int, int]]) -> None:
+        self.repository.insert_movements(
+            [
+                {
+                    "lot_id": lot_id,
+                    "transaction_id": posted.transaction_id,
+                    "kind": kind,
+                    "points_delta": delta,
+                }
+                for lot_id, delta in changes
+                if delta != 0
+            ]
+        )
+
+
+def _owner(partner_id: int | None) -> int:
+    """Partner accounts are owned by the partner; points the operator funds sit on owner 0."""
+    return partner_id if partner_id is not None else 0

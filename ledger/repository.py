@@ -1,0 +1,186 @@
+"""Core statements on ledger tables; the checkout hot path runs through here."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, and_, case, func, select
+
+from common.sql import insert_ignoring_conflict
+from ledger.lots import LotBalance
+from ledger.models import JournalEntry, JournalTransaction, LedgerAccount, Lot, LotMovement, MemberBalance
+
+accounts = LedgerAccount.__table__
+balances = MemberBalance.__table__
+transactions = JournalTransaction.__table__
+entries = JournalEntry.__table__
+lots = Lot.__table__
+movements = LotMovement.__table__
+
+# Partner and operator account ids never change once created; cached per database.
+_account_ids: dict[tuple[str, str, int], int] = {}
+_account_ids_lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class MemberAccounts:
+    member_id: int
+    points_account_id: int
+    debt_account_id: int
+    points_balance: int
+    debt_points: int
+
+
+@dataclass(frozen=True)
+class LotSummary:
+    """A member's lots at one instant: spendable, pending and soon-to-expire remaining points."""
+
+    spendable: int
+    pending: int
+    expiring_soon: int
+
+
+class LedgerRepository:
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+
+    def account_id(self, kind: str, owner_id: int) -> int:
+        cache_key = (str(self.connection.engine.url), kind, owner_id)
+        with _account_ids_lock:
+            cached = _account_ids.get(cache_key)
+        if cached is not None:
+            return cached
+        insert_ignoring_conflict(self.connection, accounts, {"kind": kind, "owner_id": owner_id})
+        account_id = self.connection.execute(
+            select(accounts.c.id).where(accounts.c.kind == kind, accounts.c.owner_id == owner_id)
+        ).scalar_one()
+        with _account_ids_lock:
+            _account_ids[cache_key] = account_id
+        return int(account_id)
+
+    def open_member(self, member_id: int) -> None:
+        points_id = self._insert_account("MEMBER_POINTS", member_id)
+        debt_id = self._insert_account("MEMBER_DEBT", member_id)
+        self.connection.execute(
+            balances.insert().values(
+                member_id=member_id,
+                points_account_id=points_id,
+                debt_account_id=debt_id,
+                points_balance=0,
+                debt_points=0,
+            )
+        )
+
+    def _insert_account(self, kind: str, owner_id: int) -> int:
+        result = self.connection.execute(accounts.insert().values(kind=kind, owner_id=owner_id))
+        return int(result.inserted_primary_key[0])
+
+    def lock_member(self, member_id: int) -> MemberAccounts:
+        """Every change to a member's points starts here, so changes to one member serialise."""
+        row = self.connection.execute(
+            select(
+                balances.c.member_id,
+                balances.c.points_account_id,
+                balances.c.debt_account_id,
+                balances.c.points_balance,
+                balances.c.debt_points,
+            )
+            .where(balances.c.member_id == member_id)
+            .with_for_update()
+        ).one()
+        return MemberAccounts(*row)
+
+    def member_accounts(self, member_id: int) -> MemberAccounts:
+        row = self.connection.execute(select(balances).where(balances.c.member_id == member_id)).one()
+        return MemberAccounts(
+            row.member_id, row.points_account_id, row.debt_account_id, row.points_balance, row.debt_points
+        )
+
+    def lots_with_points(self, member_id: int) -> list[LotBalance]:
+        rows = self.connection.execute(
+            select(lots.c.id, lots.c.remaining_points, lots.c.earned_at, lots.c.available_at, lots.c.expires_at).where(
+                lots.c.member_id == member_id, lots.c.remaining_points > 0
+            )
+        )
+        return [LotBalance(*row) for row in rows]
+
+    def lot_summary(self, member_id: int, now: datetime, soon: datetime) -> LotSummary:
+        is_live = and_(lots.c.expires_at > now)
+        is_available = and_(is_live, lots.c.available_at <= now)
+        row = self.connection.execute(
+            select(
+                func.coalesce(func.sum(case((is_available, lots.c.remaining_points), else_=0)), 0),
+                func.coalesce(func.sum(case((and_(is_live, ~is_available), lots.c.remaining_points), else_=0)), 0),
+                func.coalesce(
+                    func.sum(case((and_(is_available, lots.c.expires_at <= soon), lots.c.remaining_points), else_=0)),
+                    0,
+                ),
+            ).where(lots.c.member_id == member_id, lots.c.remaining_points > 0)
+        ).one()
+        return LotSummary(int(row[0]), int(row[1]), int(row[2]))
+
+    def lot_of_transaction(self, transaction_id: int) -> int | None:
+        lot_id = self.connection.execute(
+            select(lots.c.id).where(lots.c.source_transaction_id == transaction_id)
+        ).scalar()
+        return int(lot_id) if lot_id is not None else None
+
+    def lot_remaining(self, lot_id: int) -> int:
+        return int(self.connection.execute(select(lots.c.remaining_points).where(lots.c.id == lot_id)).scalar_one())
+
+    def insert_transaction(self, **values: Any) -> int:
+        return int(self.connection.execute(transactions.insert().values(**values)).inserted_primary_key[0])
+
+    def insert_entries(self, rows: list[dict[str, Any]]) -> None:
+        self.connection.execute(entries.insert(), rows)
+
+    def insert_lot(self, **values: Any) -> int:
+        return int(self.connection.execute(lots.insert().values(**values)).inserted_primary_key[0])
+
+    def change_lots(self, changes: list[tuple[int, int]]) -> None:
+        for lot_id, delta in changes:
+            self.connection.execute(
+                lots.update().where(lots.c.id == lot_id).values(remaining_points=lots.c.remaining_points + delta)
+            )
+
+    def insert_movements(self, rows: list[dict[str, Any]]) -> None:
+        if rows:
+            self.connection.execute(movements.insert(), rows)
+
+    def change_member_balance(self, member_id: int, points_delta: int, debt_delta: int) -> None:
+        self.connection.execute(
+            balances.update()
+            .where(balances.c.member_id == member_id)
+            .values(
+                points_balance=balances.c.points_balance + points_delta,
+                debt_points=balances.c.debt_points + debt_delta,
+            )
+        )
+
+    def transaction_public_id(self, transaction_id: int) -> str:
+        return str(
+            self.connection.execute(
+                select(transactions.c.public_id).where(transactions.c.id == transaction_id)
+            ).scalar_one()
+        )
+
+    def restorable_lots(self, partner_id: int, receipt_id: str) -> list[tuple[int, int]]:
+        """(lot_id, points) spent on this receipt and not yet given back, latest-expiring first."""
+        net = func.sum(movements.c.points_delta)
+        rows = self.connection.execute(
+            select(movements.c.lot_id, net)
+            .join(transactions, transactions.c.id == movements.c.transaction_id)
+            .join(lots, lots.c.id == movements.c.lot_id)
+            .where(
+                transactions.c.partner_id == partner_id,
+                transactions.c.receipt_id == receipt_id,
+                transactions.c.kind.in_(("REDEEM", "REDEMPTION_REFUND")),
+            )
+            .group_by(movements.c.lot_id, lots.c.expires_at)
+            .having(net < 0)
+            .order_by(lots.c.expires_at.desc(), movements.c.lot_id.desc())
+        )
+        return [(lot_id, -int(points)) for lot_id, points in rows]

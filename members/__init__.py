@@ -1,0 +1,1 @@
+"""Members and the identifiers (phone, email, member number) that find them at checkout."""

@@ -1,0 +1,169 @@
+"""Queries on partners, their keys and contract versions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, func, select
+
+from partners.models import ContractVersion, Partner, PartnerKey
+from partners.rates import Billing, ContractTerms, ContractVersionView, Rounding
+
+partners = Partner.__table__
+partner_keys = PartnerKey.__table__
+contract_versions = ContractVersion.__table__
+
+
+@dataclass(frozen=True)
+class PartnerView:
+    id: int
+    partner_code: str
+    display_name: str
+    kind: str
+    status: str
+    created_at: datetime
+    suspended_at: datetime | None
+
+    @property
+    def is_active(self) -> bool:
+        return self.status == "ACTIVE"
+
+
+@dataclass(frozen=True)
+class PartnerKeyView:
+    key_id: str
+    partner_code: str
+    algorithm: str
+    public_key_pem: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+_PARTNER_COLUMNS = (
+    partners.c.id,
+    partners.c.partner_code,
+    partners.c.display_name,
+    partners.c.kind,
+    partners.c.status,
+    partners.c.created_at,
+    partners.c.suspended_at,
+)
+
+
+def _terms(row: Any) -> ContractTerms:
+    return ContractTerms(
+        currency=row.currency,
+        earn_rate=row.earn_rate,
+        redeem_value=row.redeem_value,
+        issuance_price=row.issuance_price,
+        reimbursement_rate=row.reimbursement_rate,
+        earn_rounding=Rounding(row.earn_rounding),
+        billing=Billing(row.billing),
+        pending_days=row.pending_days,
+        max_points_per_transaction=row.max_points_per_transaction,
+        daily_issuance_cap=row.daily_issuance_cap,
+        max_points_share_of_basket=row.max_points_share_of_basket,
+    )
+
+
+def _version(row: Any) -> ContractVersionView:
+    return ContractVersionView(row.id, row.partner_id, row.version, row.effective_from, _terms(row))
+
+
+class PartnerRepository:
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+
+    def by_code(self, partner_code: str) -> PartnerView | None:
+        row = self.connection.execute(select(*_PARTNER_COLUMNS).where(partners.c.partner_code == partner_code)).first()
+        return PartnerView(*row) if row else None
+
+    def by_id(self, partner_id: int) -> PartnerView | None:
+        row = self.connection.execute(select(*_PARTNER_COLUMNS).where(partners.c.id == partner_id)).first()
+        return PartnerView(*row) if row else None
+
+    def page(self, after_id: int, limit: int) -> list[PartnerView]:
+        rows = self.connection.execute(
+            select(*_PARTNER_COLUMNS).where(partners.c.id > after_id).order_by(partners.c.id).limit(limit)
+        )
+        return [PartnerView(*row) for row in rows]
+
+    def insert(self, **values: Any) -> int:
+        return int(self.connection.execute(partners.insert().values(**values)).inserted_primary_key[0])
+
+    def set_status(self, partner_id: int, status: str, suspended_at: datetime | None) -> None:
+        self.connection.execute(
+            partners.update().where(partners.c.id == partner_id).values(status=status, suspended_at=suspended_at)
+        )
+
+    def key(self, key_id: str) -> PartnerKeyView | None:
+        row = self.connection.execute(
+            select(
+                partner_keys.c.key_id,
+                partners.c.partner_code,
+                partner_keys.c.algorithm,
+                partner_keys.c.public_key_pem,
+                partner_keys.c.created_at,
+                partner_keys.c.revoked_at,
+            )
+            .join(partners, partners.c.id == partner_keys.c.partner_id)
+            .where(partner_keys.c.key_id == key_id)
+        ).first()
+        return PartnerKeyView(*row) if row else None
+
+    def keys_of(self, partner_id: int) -> list[PartnerKeyView]:
+        rows = self.connection.execute(
+            select(
+                partner_keys.c.key_id,
+                partners.c.partner_code,
+                partner_keys.c.algorithm,
+                partner_keys.c.public_key_pem,
+                partner_keys.c.created_at,
+                partner_keys.c.revoked_at,
+            )
+            .join(partners, partners.c.id == partner_keys.c.partner_id)
+            .where(partner_keys.c.partner_id == partner_id)
+            .order_by(partner_keys.c.id)
+        )
+        return [PartnerKeyView(*row) for row in rows]
+
+    def insert_key(self, **values: Any) -> None:
+        self.connection.execute(partner_keys.insert().values(**values))
+
+    def revoke_key(self, key_id: str, revoked_at: datetime) -> None:
+        self.connection.execute(
+            partner_keys.update().where(partner_keys.c.key_id == key_id).values(revoked_at=revoked_at)
+        )
+
+    def latest_version_number(self, partner_id: int) -> int:
+        value = self.connection.execute(
+            select(func.max(contract_versions.c.version)).where(contract_versions.c.partner_id == partner_id)
+        ).scalar()
+        return int(value or 0)
+
+    def insert_version(self, **values: Any) -> int:
+        return int(self.connection.execute(contract_versions.insert().values(**values)).inserted_primary_key[0])
+
+    def version_by_id(self, version_id: int) -> ContractVersionView:
+        row = self.connection.execute(select(contract_versions).where(contract_versions.c.id == version_id)).one()
+        return _version(row)
+
+    def version_in_force(self, partner_id: int, at: datetime) -> ContractVersionView | None:
+        row = self.connection.execute(
+            select(contract_versions)
+            .where(contract_versions.c.partner_id == partner_id, contract_versions.c.effective_from <= at)
+            .order_by(contract_versions.c.effective_from.desc(), contract_versions.c.version.desc())
+            .limit(1)
+        ).first()
+        return _version(row) if row else None
+
+    def versions_page(self, partner_id: int, after_version: int, limit: int) -> list[ContractVersionView]:
+        rows = self.connection.execute(
+            select(contract_versions)
+            .where(contract_versions.c.partner_id == partner_id, contract_versions.c.version > after_version)
+            .order_by(contract_versions.c.version)
+            .limit(limit)
+        )
+        return [_version(row) for row in rows]

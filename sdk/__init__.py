@@ -1,0 +1,1 @@
+"""Client SDK for partners and operator tools."""

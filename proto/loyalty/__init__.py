@@ -1,0 +1,1 @@
+"""Generated Python code for the loyalty protos (see proto/loyalty/v1/*.proto)."""

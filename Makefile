@@ -5,6 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 export LOYALTY_DATABASE_URL ?= sqlite:///var/coalition.db
 export LOYALTY_KEYS_DIR ?= var/keys
+export LOYALTY_OPERATOR_PUBLIC_KEYS ?= operator-demo=var/keys/operator-demo.pub.pem
 PG_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/test
 
 .DEFAULT_GOAL := help

@@ -9,11 +9,12 @@ from typing import Any
 from sqlalchemy import Connection, func, select
 
 from checkout.models import Hold, PartnerDailyIssuance, Purchase
-from common.sql import insert_ignoring_conflict
+from common.db import table_of
+from common.sql import insert_ignoring_conflict, inserted_id
 
-holds = Hold.__table__
-purchases = Purchase.__table__
-daily_issuance = PartnerDailyIssuance.__table__
+holds = table_of(Hold)
+purchases = table_of(Purchase)
+daily_issuance = table_of(PartnerDailyIssuance)
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,7 @@ class CheckoutRepository:
         return int(self.connection.execute(query).scalar_one())
 
     def insert_hold(self, **values: Any) -> int:
-        return int(self.connection.execute(holds.insert().values(**values)).inserted_primary_key[0])
+        return inserted_id(self.connection.execute(holds.insert().values(**values)))
 
     def hold(self, public_id: str, partner_id: int) -> HoldRow | None:
         row = self.connection.execute(

@@ -24,6 +24,8 @@ def to_jsonable(value: Any) -> Any:
         return value.isoformat()
     if isinstance(value, Decimal):
         return format(value, "f")
+    if isinstance(value, dict):
+        return {str(key): to_jsonable(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
         return [to_jsonable(item) for item in value]
     return value
@@ -53,7 +55,7 @@ def _from_jsonable(hint: Any, data: Any) -> Any:
         (item_hint, *_) = typing.get_args(hint)
         items = [_from_jsonable(item_hint, item) for item in data]
         return tuple(items) if origin is tuple else items
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         hints = typing.get_type_hints(hint)
         return hint(**{name: _from_jsonable(hints[name], value) for name, value in data.items()})
     if isinstance(hint, type) and issubclass(hint, Enum):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import BigInteger, DateTime, Dialect, Engine, Integer, MetaData, String, event
+from sqlalchemy import BigInteger, DateTime, Dialect, Engine, Integer, MetaData, String, Table, event
 from sqlalchemy import create_engine as sa_create_engine
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator
@@ -96,3 +96,8 @@ def _configure_sqlite(engine: Engine, *, busy_timeout_ms: int) -> None:
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def table_of(model: type[Base]) -> Table:
+    """The Core table behind a model, typed as a Table for Core statements in repositories."""
+    return cast(Table, model.__table__)

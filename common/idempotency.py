@@ -12,7 +12,7 @@ from sqlalchemy import Connection, String, Text, select
 from sqlalchemy.orm import Mapped, mapped_column
 
 from common import codec
-from common.db import Base, UtcDateTime
+from common.db import Base, UtcDateTime, table_of
 from common.errors import CoalitionError, IdempotencyKeyReused, InvalidArgument
 from common.sql import insert_ignoring_conflict
 from common.uow import UnitOfWork
@@ -40,7 +40,15 @@ class IdempotencyRecord(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
 
-records = IdempotencyRecord.__table__
+records = table_of(IdempotencyRecord)
+
+
+@dataclass(frozen=True)
+class RequestKey:
+    """Who asks (the scope their keys live in) and the idempotency key they chose."""
+
+    scope: str
+    key: str
 
 
 @dataclass(frozen=True)

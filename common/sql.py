@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import Connection, Table
+from sqlalchemy import Connection, CursorResult, Table
 from sqlalchemy.dialects import postgresql, sqlite
 
 from common.errors import InvalidArgument
@@ -67,3 +67,10 @@ def paginate(
     rows = fetch(after, limit + 1)
     items = rows[:limit]
     return Page(items, encode_page_token(cursor(items[-1])) if len(rows) > limit else "")
+
+
+def inserted_id(result: CursorResult[Any]) -> int:
+    """The primary key an INSERT generated."""
+    key = result.inserted_primary_key
+    assert key is not None
+    return int(key[0])

@@ -99,7 +99,7 @@ class ContractVersionView:
 
 
 def _minor_per_major(currency: str) -> int:
-    return 10 ** currency_exponent(currency)
+    return int(10 ** currency_exponent(currency))
 
 
 def _round(value: Fraction, rounding: Rounding) -> int:

@@ -8,12 +8,14 @@ from typing import Any
 
 from sqlalchemy import Connection, func, select
 
+from common.db import table_of
+from common.sql import inserted_id
 from partners.models import ContractVersion, Partner, PartnerKey
 from partners.rates import Billing, ContractTerms, ContractVersionView, Rounding
 
-partners = Partner.__table__
-partner_keys = PartnerKey.__table__
-contract_versions = ContractVersion.__table__
+partners = table_of(Partner)
+partner_keys = table_of(PartnerKey)
+contract_versions = table_of(ContractVersion)
 
 
 @dataclass(frozen=True)
@@ -33,7 +35,9 @@ class PartnerView:
 
 @dataclass(frozen=True)
 class PartnerKeyView:
+    row_id: int
     key_id: str
+    partner_id: int
     partner_code: str
     algorithm: str
     public_key_pem: str
@@ -91,7 +95,7 @@ class PartnerRepository:
         return [PartnerView(*row) for row in rows]
 
     def insert(self, **values: Any) -> int:
-        return int(self.connection.execute(partners.insert().values(**values)).inserted_primary_key[0])
+        return inserted_id(self.connection.execute(partners.insert().values(**values)))
 
     def set_status(self, partner_id: int, status: str, suspended_at: datetime | None) -> None:
         self.connection.execute(
@@ -101,7 +105,9 @@ class PartnerRepository:
     def key(self, key_id: str) -> PartnerKeyView | None:
         row = self.connection.execute(
             select(
+                partner_keys.c.id,
                 partner_keys.c.key_id,
+                partner_keys.c.partner_id,
                 partners.c.partner_code,
                 partner_keys.c.algorithm,
                 partner_keys.c.public_key_pem,
@@ -113,10 +119,12 @@ class PartnerRepository:
         ).first()
         return PartnerKeyView(*row) if row else None
 
-    def keys_of(self, partner_id: int) -> list[PartnerKeyView]:
+    def keys_of(self, partner_id: int, after_id: int, limit: int) -> list[PartnerKeyView]:
         rows = self.connection.execute(
             select(
+                partner_keys.c.id,
                 partner_keys.c.key_id,
+                partner_keys.c.partner_id,
                 partners.c.partner_code,
                 partner_keys.c.algorithm,
                 partner_keys.c.public_key_pem,
@@ -124,8 +132,9 @@ class PartnerRepository:
                 partner_keys.c.revoked_at,
             )
             .join(partners, partners.c.id == partner_keys.c.partner_id)
-            .where(partner_keys.c.partner_id == partner_id)
+            .where(partner_keys.c.partner_id == partner_id, partner_keys.c.id > after_id)
             .order_by(partner_keys.c.id)
+            .limit(limit)
         )
         return [PartnerKeyView(*row) for row in rows]
 
@@ -144,7 +153,7 @@ class PartnerRepository:
         return int(value or 0)
 
     def insert_version(self, **values: Any) -> int:
-        return int(self.connection.execute(contract_versions.insert().values(**values)).inserted_primary_key[0])
+        return inserted_id(self.connection.execute(contract_versions.insert().values(**values)))
 
     def version_by_id(self, version_id: int) -> ContractVersionView:
         row = self.connection.execute(select(contract_versions).where(contract_versions.c.id == version_id)).one()

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import datetime
+from typing import TypeVar
 
 from sqlalchemy import Connection
 
 from common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from common.idempotency import Outcome, RequestKey, run_once
 from common.sql import Page, paginate
 from common.uow import UnitOfWork
 from partners.keys import load_public_key
 from partners.rates import ContractTerms, ContractVersionView
 from partners.repository import PartnerKeyView, PartnerRepository, PartnerView
+
+T = TypeVar("T")
 
 PARTNER_KINDS = frozenset({"ONLINE_SHOP", "STORE_CHAIN", "CARD_ISSUER", "CHARITY"})
 _PARTNER_CODE = re.compile(r"^[a-z][a-z0-9-]{1,62}$")
@@ -53,7 +58,9 @@ class EffectiveTimeInPast(InvalidArgument):
     reason = "EFFECTIVE_TIME_IN_PAST"
 
 
-def create_partner(uow: UnitOfWork, *, partner_code: str, display_name: str, kind: str) -> PartnerView:
+def create_partner(
+    uow: UnitOfWork, request: RequestKey, *, partner_code: str, display_name: str, kind: str
+) -> Outcome[PartnerView]:
     if not _PARTNER_CODE.match(partner_code):
         raise InvalidPartnerField("partner_id must be 2-63 lower-case letters, digits or hyphens", field="partner_id")
     if kind not in PARTNER_KINDS:
@@ -71,7 +78,8 @@ def create_partner(uow: UnitOfWork, *, partner_code: str, display_name: str, kin
         )  # fmt: skip
         return _require(repository.by_id(partner_id), partner_code)
 
-    return uow.run(work)
+    command = {"partner_id": partner_code, "display_name": display_name, "kind": kind}
+    return _once(uow, request, "CreatePartner", command, PartnerView, work)
 
 
 def get_partner(uow: UnitOfWork, partner_code: str) -> PartnerView:
@@ -85,7 +93,9 @@ def list_partners(uow: UnitOfWork, *, page_size: int, page_token: str) -> Page[P
     return paginate(page_size, page_token, fetch, lambda partner: partner.id)
 
 
-def set_partner_suspended(uow: UnitOfWork, partner_code: str, *, is_suspended: bool) -> PartnerView:
+def set_partner_suspended(
+    uow: UnitOfWork, request: RequestKey, partner_code: str, *, is_suspended: bool
+) -> Outcome[PartnerView]:
     def work(connection: Connection) -> PartnerView:
         repository = PartnerRepository(connection)
         partner = _require(repository.by_code(partner_code), partner_code)
@@ -93,12 +103,17 @@ def set_partner_suspended(uow: UnitOfWork, partner_code: str, *, is_suspended: b
         repository.set_status(partner.id, status, when)
         return _require(repository.by_id(partner.id), partner_code)
 
-    return uow.run(work)
+    operation = "SuspendPartner" if is_suspended else "ReactivatePartner"
+    return _once(uow, request, operation, {"partner_id": partner_code}, PartnerView, work)
 
 
-def register_partner_key(uow: UnitOfWork, *, partner_code: str, key_id: str, public_key_pem: str) -> PartnerKeyView:
-    if not _KEY_ID.match(key_id):
-        raise InvalidPartnerField("key_id must be 1-100 letters, digits, '.', '_' or '-'", field="key_id")
+def register_partner_key(
+    uow: UnitOfWork, request: RequestKey, *, partner_code: str, key_id: str, public_key_pem: str
+) -> Outcome[PartnerKeyView]:
+    if not _KEY_ID.match(key_id) or key_id.startswith("operator-"):
+        raise InvalidPartnerField(
+            "key_id must be 1-100 letters, digits, '.', '_' or '-' and not start with operator-", field="key_id"
+        )
     algorithm, _ = load_public_key(public_key_pem)
 
     def work(connection: Connection) -> PartnerKeyView:
@@ -112,10 +127,13 @@ def register_partner_key(uow: UnitOfWork, *, partner_code: str, key_id: str, pub
         )  # fmt: skip
         return _require_key(repository.key(key_id), key_id)
 
-    return uow.run(work)
+    command = {"partner_id": partner_code, "key_id": key_id, "public_key_pem": public_key_pem}
+    return _once(uow, request, "RegisterPartnerKey", command, PartnerKeyView, work)
 
 
-def revoke_partner_key(uow: UnitOfWork, *, partner_code: str, key_id: str) -> PartnerKeyView:
+def revoke_partner_key(
+    uow: UnitOfWork, request: RequestKey, *, partner_code: str, key_id: str
+) -> Outcome[PartnerKeyView]:
     def work(connection: Connection) -> PartnerKeyView:
         repository = PartnerRepository(connection)
         key = repository.key(key_id)
@@ -125,25 +143,30 @@ def revoke_partner_key(uow: UnitOfWork, *, partner_code: str, key_id: str) -> Pa
             repository.revoke_key(key_id, uow.clock.now())
         return _require_key(repository.key(key_id), key_id)
 
-    return uow.run(work)
+    command = {"partner_id": partner_code, "key_id": key_id}
+    return _once(uow, request, "RevokePartnerKey", command, PartnerKeyView, work)
 
 
-def list_partner_keys(uow: UnitOfWork, partner_code: str) -> list[PartnerKeyView]:
-    def work(connection: Connection) -> list[PartnerKeyView]:
-        repository = PartnerRepository(connection)
-        return repository.keys_of(_require(repository.by_code(partner_code), partner_code).id)
+def list_partner_keys(uow: UnitOfWork, partner_code: str, *, page_size: int, page_token: str) -> Page[PartnerKeyView]:
+    def fetch(after_id: int, limit: int) -> list[PartnerKeyView]:
+        def work(connection: Connection) -> list[PartnerKeyView]:
+            repository = PartnerRepository(connection)
+            return repository.keys_of(_require(repository.by_code(partner_code), partner_code).id, after_id, limit)
 
-    return uow.run(work)
+        return uow.run(work)
+
+    return paginate(page_size, page_token, fetch, lambda key: key.row_id)
 
 
 def create_contract_version(
     uow: UnitOfWork,
+    request: RequestKey,
     *,
     partner_code: str,
     terms: ContractTerms,
     effective_from: datetime | None,
     created_by: str,
-) -> ContractVersionView:
+) -> Outcome[ContractVersionView]:
     """Adds an immutable version; it applies to transactions from ``effective_from`` (default: now)."""
     terms.validate()
     now = uow.clock.now()
@@ -165,7 +188,8 @@ def create_contract_version(
         )  # fmt: skip
         return repository.version_by_id(version_id)
 
-    return uow.run(work)
+    command = {"partner_id": partner_code, "terms": terms, "effective_from": effective_from}
+    return _once(uow, request, "CreateContractVersion", command, ContractVersionView, work)
 
 
 def list_contract_versions(
@@ -196,6 +220,20 @@ def partner_terms_in_force(
     if version is None:
         raise NoContractInForce(f"partner {partner.partner_code} has no contract in force")
     return partner, version
+
+
+def _once(
+    uow: UnitOfWork,
+    request: RequestKey,
+    operation: str,
+    command: object,
+    result_type: type[T],
+    work: Callable[[Connection], T],
+) -> Outcome[T]:
+    return run_once(
+        uow, scope=request.scope, key=request.key, operation=operation, command=command,
+        result_type=result_type, work=work,
+    )  # fmt: skip
 
 
 def _require(partner: PartnerView | None, partner_code: str) -> PartnerView:

@@ -1,0 +1,33 @@
+"""Durable single use of token ids, shared by every replica through the database."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy import Connection
+
+from auth.models import UsedTokenId
+from common.db import table_of
+from common.sql import insert_ignoring_conflict
+from common.uow import UnitOfWork
+
+used_token_ids = table_of(UsedTokenId)
+
+
+class DatabaseReplayGuard:
+    def __init__(self, uow: UnitOfWork) -> None:
+        self.uow = uow
+
+    def claim(self, issuer: str, jti: str, expires_at: datetime) -> bool:
+        """Records the token id; False if any replica recorded it before."""
+        values = {"issuer": issuer, "jti": jti, "expires_at": expires_at}
+        return self.uow.run(lambda connection: insert_ignoring_conflict(connection, used_token_ids, values))
+
+    def purge_expired(self, now: datetime, *, leeway_seconds: int = 60) -> int:
+        """Forgets ids of tokens that have expired anyway (with the verifier's leeway to spare)."""
+        cutoff = now - timedelta(seconds=leeway_seconds)
+
+        def work(connection: Connection) -> int:
+            return int(connection.execute(used_token_ids.delete().where(used_token_ids.c.expires_at < cutoff)).rowcount)
+
+        return self.uow.run(work)

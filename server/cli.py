@@ -1,0 +1,152 @@
+"""The `coalition` command: serve, migrate, seed and play the demo, manage partners, run jobs."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from google.protobuf import json_format
+from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from server.config import Settings, describe_settings
+
+log = logging.getLogger(__name__)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    arguments = parser.parse_args(argv)
+    if not hasattr(arguments, "run"):
+        parser.print_help()
+        return 2
+    result: int = arguments.run(arguments)
+    return result
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="coalition", description="Coalition loyalty network service.")
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+    serve = commands.add_parser(
+        "serve", help="run the gRPC server", epilog=describe_settings(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    serve.set_defaults(run=_serve)
+    commands.add_parser("migrate", help="apply database migrations (LOYALTY_DATABASE_URL)").set_defaults(run=_migrate)
+    commands.add_parser("seed-demo", help="seed the demo network and write its keys").set_defaults(run=_seed)
+    demo = commands.add_parser("demo", help="play a customer journey against a running server")
+    demo.add_argument("--target", default=None, help="server address (default: LOYALTY_LISTEN_ADDRESS)")
+    demo.set_defaults(run=_demo)
+    keygen = commands.add_parser("keygen", help="create a partner signing key pair")
+    keygen.add_argument("--algorithm", choices=("ES256", "EdDSA"), default="ES256")
+    keygen.add_argument("--private-key", type=Path, required=True, help="where to write the private key (0600)")
+    keygen.add_argument("--public-key", type=Path, required=True, help="where to write the public key to register")
+    keygen.set_defaults(run=_keygen)
+    jobs = commands.add_parser("jobs", help="scheduled work").add_subparsers(title="jobs", metavar="JOB")
+    jobs.add_parser("run", help="expire lapsed holds and purge old token ids, once").set_defaults(run=_jobs)
+    from server.partner_cli import add_partner_commands
+
+    add_partner_commands(commands)
+    return parser
+
+
+def _settings() -> Settings:
+    settings = Settings.from_environment()
+    from server.logs import configure_logging
+
+    configure_logging(settings.log_level)
+    return settings
+
+
+def _migrate(_: argparse.Namespace) -> int:
+    from migrations.runner import upgrade
+
+    settings = _settings()
+    upgrade(settings.database_url)
+    print(f"database at head: {settings.database_url.split('@')[-1]}")
+    return 0
+
+
+def _seed(_: argparse.Namespace) -> int:
+    from server.demo import seed_demo
+
+    settings = _settings()
+    seed_demo(settings.database_url, Path(settings.keys_dir))
+    return 0
+
+
+def _demo(arguments: argparse.Namespace) -> int:
+    from server.demo import run_demo
+
+    settings = _settings()
+    run_demo(arguments.target or settings.listen_address, Path(settings.keys_dir))
+    return 0
+
+
+def _keygen(arguments: argparse.Namespace) -> int:
+    from sdk.tokens import generate_key_pair, write_private_key
+
+    private_key, public_pem = generate_key_pair(arguments.algorithm)
+    write_private_key(arguments.private_key, private_key)
+    arguments.public_key.write_text(public_pem)
+    print(f"wrote {arguments.private_key} (keep it secret) and {arguments.public_key} (register it)")
+    return 0
+
+
+def _jobs(_: argparse.Namespace) -> int:
+    from server.app import Application
+
+    app = Application.build(_settings())
+    expired = app.checkout.expire_holds()
+    purged = app.replay_guard.purge_expired(app.clock.now())
+    print(f"holds expired: {expired}; token ids purged: {purged}")
+    app.engine.dispose()
+    return 0
+
+
+def _serve(_: argparse.Namespace) -> int:
+    from server.app import Application, create_server
+    from server.metrics_http import start_metrics_server
+
+    settings = _settings()
+    app = Application.build(settings)
+    running = create_server(app)
+    if settings.metrics_address:
+        start_metrics_server(settings.metrics_address)
+    running.start()
+    log.info("serving", extra={"address": f"{settings.listen_address.rsplit(':', 1)[0]}:{running.port}"})
+    print(f"coalition serving gRPC on port {running.port}", flush=True)
+    stopped = threading.Event()
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        log.info("draining after signal %s", signal.Signals(signum).name)
+        stopped.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    stopped.wait()
+    running.stop()
+    log.info("stopped")
+    return 0
+
+
+def print_message(message: Message) -> None:
+    print(
+        json_format.MessageToJson(message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+    )
+
+
+def timestamp_argument(text: str) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromJsonString(text)
+    return stamp
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,101 @@
+"""Configuration, read once from LOYALTY_* environment variables into a frozen dataclass."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import TypeVar
+
+log = logging.getLogger(__name__)
+
+DEV_PEPPER = "coalition-development-pepper-not-for-production"
+
+
+T = TypeVar("T")
+
+
+def _setting(default: T, help_text: str) -> T:
+    # Typed as the default's type so each field declaration stays one readable line.
+    described: T = field(default=default, metadata={"help": help_text})
+    return described
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = _setting(
+        "sqlite:///var/coalition.db", "SQLAlchemy URL: sqlite:///... or postgresql+psycopg://..."
+    )
+    listen_address: str = _setting("127.0.0.1:50051", "gRPC host:port to listen on (port 0 picks a free one)")
+    metrics_address: str = _setting("127.0.0.1:9464", "Prometheus /metrics host:port; empty disables it")
+    workers: int = _setting(16, "Threads serving RPCs")
+    db_pool_size: int = _setting(0, "Database connections; 0 means one per worker")
+    max_concurrent_rpcs: int = _setting(64, "RPCs in flight before new ones get RESOURCE_EXHAUSTED at once")
+    max_message_bytes: int = _setting(1_048_576, "Largest request or response message")
+    request_timeout_seconds: float = _setting(10.0, "Server-side deadline for one RPC (statement and lock timeout)")
+    network_audience: str = _setting("coalition", "The `aud` every token must name")
+    operator_public_keys: str = _setting("", "Operator keys as kid=path.pem,kid2=path2.pem (kids start with operator-)")
+    token_max_lifetime_seconds: int = _setting(300, "Longest token lifetime accepted (exp - iat)")
+    token_leeway_seconds: int = _setting(30, "Clock skew tolerated on exp and iat (at most 30)")
+    identifier_pepper: str = _setting(DEV_PEPPER, "Secret key for hashing phones and emails; set it in production")
+    points_lifetime_days: int = _setting(730, "Days before earned points expire")
+    hold_sweep_seconds: float = _setting(30.0, "How often expired holds are marked EXPIRED; 0 disables")
+    enable_reflection: bool = _setting(False, "Serve gRPC reflection (development only)")
+    shutdown_grace_seconds: float = _setting(10.0, "On SIGTERM, how long in-flight RPCs may finish")
+    keys_dir: str = _setting("var/keys", "Where `seed-demo` writes demo keys and the demo reads them")
+    log_level: str = _setting("INFO", "Log level")
+
+    @property
+    def effective_pool_size(self) -> int:
+        return self.db_pool_size or self.workers
+
+    @property
+    def request_timeout_ms(self) -> int:
+        return int(self.request_timeout_seconds * 1000)
+
+    def operator_key_paths(self) -> dict[str, Path]:
+        pairs = [item.strip() for item in self.operator_public_keys.split(",") if item.strip()]
+        paths: dict[str, Path] = {}
+        for pair in pairs:
+            key_id, separator, path = pair.partition("=")
+            if not separator or not key_id.startswith("operator-"):
+                raise ValueError(f"LOYALTY_OPERATOR_PUBLIC_KEYS entry {pair!r} is not operator-<id>=<path>")
+            paths[key_id] = Path(path)
+        return paths
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+        environ = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        for setting in fields(cls):
+            raw = environ.get(env_name(setting.name))
+            if raw is not None:
+                values[setting.name] = _parse(raw, type(setting.default))
+        settings = cls(**(values | overrides))  # type: ignore[arg-type]
+        if settings.token_leeway_seconds > 30 or settings.token_max_lifetime_seconds > 300:
+            raise ValueError("token leeway is at most 30 s and token lifetime at most 300 s")
+        if settings.identifier_pepper == DEV_PEPPER and not settings.database_url.startswith("sqlite"):
+            log.warning("LOYALTY_IDENTIFIER_PEPPER is the development default; set a secret in production")
+        return settings
+
+
+def env_name(setting_name: str) -> str:
+    return f"LOYALTY_{setting_name.upper()}"
+
+
+def _parse(raw: str, kind: type) -> object:
+    if kind is bool:
+        return raw.strip().lower() in {"1", "true", "yes", "on"}
+    if kind in (int, float):
+        return kind(raw)
+    return raw
+
+
+def describe_settings() -> str:
+    """The LOYALTY_* variables with their defaults, for `coalition serve --help`."""
+    lines = ["environment variables (read once at start):"]
+    for setting in fields(Settings):
+        lines.append(f"  {env_name(setting.name):36} {setting.metadata['help']} (default: {setting.default!r})")
+    return "\n".join(lines)

@@ -1,0 +1,166 @@
+"""Conversions between protobuf messages and domain commands/results. No rules live here."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from google.protobuf.timestamp_pb2 import Timestamp
+from loyalty.v1 import checkout_service_pb2 as pb
+
+from checkout import commands
+from common.errors import InvalidArgument
+from members.identifiers import IdentifierKind, InvalidIdentifier, MemberIdentifier
+
+_HOLD_STATES = {
+    "HELD": pb.HOLD_STATE_HELD,
+    "CAPTURED": pb.HOLD_STATE_CAPTURED,
+    "RELEASED": pb.HOLD_STATE_RELEASED,
+    "EXPIRED": pb.HOLD_STATE_EXPIRED,
+}
+_IDENTIFIER_KINDS = {"PHONE": pb.IDENTIFIER_KIND_PHONE_NUMBER, "EMAIL": pb.IDENTIFIER_KIND_EMAIL}
+_ONEOF_KINDS = {
+    "phone_number": IdentifierKind.PHONE,
+    "email": IdentifierKind.EMAIL,
+    "member_number": IdentifierKind.MEMBER_NUMBER,
+}
+
+
+class MissingField(InvalidArgument):
+    reason = "MISSING_FIELD"
+
+
+def timestamp(value: datetime) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(value)
+    return stamp
+
+
+def datetime_of(stamp: Timestamp) -> datetime:
+    return stamp.ToDatetime(tzinfo=UTC)
+
+
+def member_identifier(message: pb.MemberIdentifier) -> MemberIdentifier:
+    which = message.WhichOneof("kind")
+    if which is None:
+        raise InvalidIdentifier("member: set one of phone_number, email or member_number")
+    return MemberIdentifier(_ONEOF_KINDS[which], getattr(message, which))
+
+
+def optional_member(request: pb.QuoteBasketRequest) -> MemberIdentifier | None:
+    return member_identifier(request.member) if request.HasField("member") else None
+
+
+def basket(message: pb.Basket) -> commands.Basket:
+    lines = tuple(commands.BasketLine(line.sku, line.amount_minor, line.excluded) for line in message.lines)
+    return commands.Basket(message.currency_code, message.total_minor, lines, message.paid_with_points_minor)
+
+
+def require_text(value: str, name: str) -> str:
+    if not value:
+        raise MissingField(f"{name} is required", field=name)
+    return value
+
+
+def earn_command(request: pb.EarnPointsRequest) -> commands.EarnCommand:
+    return commands.EarnCommand(
+        member=member_identifier(request.member),
+        receipt_id=require_text(request.receipt_id, "receipt_id"),
+        basket=basket(request.basket),
+        enroll_if_unknown=request.enroll_if_unknown,
+        channel=pb.Channel.Name(request.channel).removeprefix("CHANNEL_"),
+        store_id=request.store_id,
+    )
+
+
+def hold_command(request: pb.HoldPointsRequest) -> commands.HoldCommand:
+    return commands.HoldCommand(
+        member=member_identifier(request.member), points=request.points, ttl_seconds=request.ttl_seconds,
+        currency=request.currency_code, basket_total_minor=request.basket_total_minor, receipt_id=request.receipt_id,
+    )  # fmt: skip
+
+
+def redeem_command(request: pb.RedeemPointsRequest) -> commands.RedeemCommand:
+    return commands.RedeemCommand(
+        member=member_identifier(request.member), points=request.points, currency=request.currency_code,
+        basket_total_minor=request.basket_total_minor, receipt_id=request.receipt_id,
+    )  # fmt: skip
+
+
+def return_command(request: pb.ReturnPurchaseRequest) -> commands.ReturnCommand:
+    return commands.ReturnCommand(
+        receipt_id=require_text(request.receipt_id, "receipt_id"),
+        returned_minor=request.returned_amount_minor,
+        is_full_return=request.full_return,
+    )
+
+
+def balance(view: commands.BalanceView) -> pb.Balance:
+    return pb.Balance(
+        member_number=view.member_number, available_points=view.available_points,
+        pending_points=view.pending_points, held_points=view.held_points, debt_points=view.debt_points,
+        expiring_soon_points=view.expiring_soon_points,
+        expiring_soon_until_time=timestamp(view.expiring_soon_until),
+    )  # fmt: skip
+
+
+def member(view: commands.MemberView) -> pb.Member:
+    return pb.Member(
+        member_number=view.member_number,
+        enroll_time=timestamp(view.enrolled_at),
+        identifiers=[
+            pb.MaskedIdentifier(kind=_IDENTIFIER_KINDS.get(kind, pb.IDENTIFIER_KIND_UNSPECIFIED), masked_value=masked)
+            for kind, masked in view.masked_identifiers
+        ],
+        balance=balance(view.balance),
+    )
+
+
+def hold(view: commands.HoldView) -> pb.Hold:
+    return pb.Hold(
+        hold_id=view.hold_id, member_number=view.member_number, points=view.points,
+        captured_points=view.captured_points, state=_HOLD_STATES[view.status], value_minor=view.value_minor,
+        currency_code=view.currency, create_time=timestamp(view.created_at), expire_time=timestamp(view.expires_at),
+        contract_version=view.contract_version, capture_transaction_id=view.capture_transaction_id,
+    )  # fmt: skip
+
+
+def quote_response(result: commands.QuoteResult) -> pb.QuoteBasketResponse:
+    return pb.QuoteBasketResponse(
+        member_number=result.member_number, currency_code=result.currency, points_to_earn=result.points_to_earn,
+        available_points=result.available_points, redeemable_points=result.redeemable_points,
+        redeemable_value_minor=result.redeemable_value_minor, contract_version=result.contract_version,
+    )  # fmt: skip
+
+
+def earn_response(result: commands.EarnResult, is_replay: bool) -> pb.EarnPointsResponse:
+    return pb.EarnPointsResponse(
+        transaction_id=result.transaction_id, member_number=result.member_number,
+        points_earned=result.points_earned, debt_repaid_points=result.debt_repaid_points,
+        available_time=timestamp(result.available_at), expire_time=timestamp(result.expires_at),
+        contract_version=result.contract_version, newly_enrolled=result.is_newly_enrolled,
+        idempotent_replay=is_replay,
+    )  # fmt: skip
+
+
+def capture_response(result: commands.CaptureResult, is_replay: bool) -> pb.CaptureHoldResponse:
+    return pb.CaptureHoldResponse(
+        transaction_id=result.transaction_id, hold=hold(result.hold), points_captured=result.points_captured,
+        value_minor=result.value_minor, points_released=result.points_released, idempotent_replay=is_replay,
+    )  # fmt: skip
+
+
+def redeem_response(result: commands.RedeemResult, is_replay: bool) -> pb.RedeemPointsResponse:
+    return pb.RedeemPointsResponse(
+        transaction_id=result.transaction_id, member_number=result.member_number,
+        points_redeemed=result.points_redeemed, value_minor=result.value_minor, currency_code=result.currency,
+        contract_version=result.contract_version, idempotent_replay=is_replay,
+    )  # fmt: skip
+
+
+def return_response(result: commands.ReturnResult, is_replay: bool) -> pb.ReturnPurchaseResponse:
+    return pb.ReturnPurchaseResponse(
+        member_number=result.member_number, returned_total_minor=result.returned_minor_total,
+        points_reversed=result.points_reversed, points_restored=result.points_restored,
+        debt_created_points=result.debt_created_points, reversal_transaction_id=result.reversal_transaction_id,
+        refund_transaction_id=result.refund_transaction_id, idempotent_replay=is_replay,
+    )  # fmt: skip

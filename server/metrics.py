@@ -1,0 +1,29 @@
+"""Every Prometheus metric the service exports, in one place. Labels are bounded: no member or request ids."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+RPC_DURATION_SECONDS = Histogram(
+    "loyalty_rpc_duration_seconds",
+    "Server-side latency of one RPC, by method and status code.",
+    ["method", "code"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+RPCS_IN_FLIGHT = Gauge("loyalty_rpcs_in_flight", "RPCs being served now.")
+POINTS_TOTAL = Counter(
+    "loyalty_points_total",
+    "Points moved by checkout, by operation (earned, redeemed, reversed, restored) and partner.",
+    ["operation", "partner"],
+)
+IDEMPOTENT_REPLAYS_TOTAL = Counter(
+    "loyalty_idempotent_replays_total", "Writes answered from a stored outcome, by method.", ["method"]
+)
+AUTH_FAILURES_TOTAL = Counter("loyalty_auth_failures_total", "Rejected tokens, by reason (a bounded set).", ["reason"])
+HOLDS_EXPIRED_TOTAL = Counter("loyalty_holds_expired_total", "Holds marked EXPIRED by the sweeper.")
+DATABASE_UP = Gauge("loyalty_database_up", "1 when the last health probe reached the database.")
+
+
+def record_points(operation: str, partner: str, points: int) -> None:
+    if points > 0:
+        POINTS_TOTAL.labels(operation=operation, partner=partner).inc(points)

@@ -1,0 +1,1 @@
+"""gRPC servicers: convert the request, call one service function, convert the result."""

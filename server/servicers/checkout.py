@@ -1,0 +1,98 @@
+"""CheckoutService: each RPC converts, calls one checkout use case and converts back."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+from loyalty.v1 import checkout_service_pb2 as pb
+from loyalty.v1 import checkout_service_pb2_grpc
+
+from checkout.commands import CaptureCommand, EnrollCommand, QuoteCommand, ReleaseCommand
+from checkout.services import CheckoutService
+from checkout.session import PartnerRef
+from common.idempotency import Outcome
+from server import convert, metrics
+from server.interceptors import current_principal
+
+
+def _partner() -> PartnerRef:
+    principal = current_principal()
+    partner_id, _ = principal.require_partner()
+    return PartnerRef(partner_id, principal.idempotency_scope)
+
+
+def _counted(outcome: Outcome[Any], method: str) -> None:
+    if outcome.is_replay:
+        metrics.IDEMPOTENT_REPLAYS_TOTAL.labels(method=method).inc()
+
+
+def _points(operation: str, points: int, outcome: Outcome[Any]) -> None:
+    if not outcome.is_replay:
+        metrics.record_points(operation, current_principal().subject, points)
+
+
+class CheckoutServicer(checkout_service_pb2_grpc.CheckoutServiceServicer):
+    def __init__(self, service: CheckoutService) -> None:
+        self.service = service
+
+    def QuoteBasket(self, request: pb.QuoteBasketRequest, context: grpc.ServicerContext) -> pb.QuoteBasketResponse:
+        command = QuoteCommand(convert.optional_member(request), convert.basket(request.basket))
+        return convert.quote_response(self.service.quote(_partner(), command))
+
+    def EarnPoints(self, request: pb.EarnPointsRequest, context: grpc.ServicerContext) -> pb.EarnPointsResponse:
+        outcome = self.service.earn_points(_partner(), request.request_id, convert.earn_command(request))
+        _counted(outcome, "EarnPoints")
+        _points("earned", outcome.result.points_earned, outcome)
+        return convert.earn_response(outcome.result, outcome.is_replay)
+
+    def HoldPoints(self, request: pb.HoldPointsRequest, context: grpc.ServicerContext) -> pb.HoldPointsResponse:
+        outcome = self.service.hold_points(_partner(), request.request_id, convert.hold_command(request))
+        _counted(outcome, "HoldPoints")
+        return pb.HoldPointsResponse(hold=convert.hold(outcome.result), idempotent_replay=outcome.is_replay)
+
+    def CaptureHold(self, request: pb.CaptureHoldRequest, context: grpc.ServicerContext) -> pb.CaptureHoldResponse:
+        command = CaptureCommand(convert.require_text(request.hold_id, "hold_id"), request.points)
+        outcome = self.service.capture_hold(_partner(), request.request_id, command)
+        _counted(outcome, "CaptureHold")
+        _points("redeemed", outcome.result.points_captured, outcome)
+        return convert.capture_response(outcome.result, outcome.is_replay)
+
+    def ReleaseHold(self, request: pb.ReleaseHoldRequest, context: grpc.ServicerContext) -> pb.ReleaseHoldResponse:
+        command = ReleaseCommand(convert.require_text(request.hold_id, "hold_id"))
+        outcome = self.service.release_hold(_partner(), request.request_id, command)
+        _counted(outcome, "ReleaseHold")
+        return pb.ReleaseHoldResponse(hold=convert.hold(outcome.result), idempotent_replay=outcome.is_replay)
+
+    def RedeemPoints(self, request: pb.RedeemPointsRequest, context: grpc.ServicerContext) -> pb.RedeemPointsResponse:
+        outcome = self.service.redeem_points(_partner(), request.request_id, convert.redeem_command(request))
+        _counted(outcome, "RedeemPoints")
+        _points("redeemed", outcome.result.points_redeemed, outcome)
+        return convert.redeem_response(outcome.result, outcome.is_replay)
+
+    def ReturnPurchase(
+        self, request: pb.ReturnPurchaseRequest, context: grpc.ServicerContext
+    ) -> pb.ReturnPurchaseResponse:
+        outcome = self.service.return_purchase(_partner(), request.request_id, convert.return_command(request))
+        _counted(outcome, "ReturnPurchase")
+        _points("reversed", outcome.result.points_reversed, outcome)
+        _points("restored", outcome.result.points_restored, outcome)
+        return convert.return_response(outcome.result, outcome.is_replay)
+
+    def EnrollMember(self, request: pb.EnrollMemberRequest, context: grpc.ServicerContext) -> pb.EnrollMemberResponse:
+        command = EnrollCommand(convert.member_identifier(request.member))
+        outcome = self.service.enroll_member(_partner(), request.request_id, command)
+        _counted(outcome, "EnrollMember")
+        return pb.EnrollMemberResponse(
+            member=convert.member(outcome.result),
+            newly_enrolled=outcome.result.is_newly_enrolled,
+            idempotent_replay=outcome.is_replay,
+        )
+
+    def LookupMember(self, request: pb.LookupMemberRequest, context: grpc.ServicerContext) -> pb.LookupMemberResponse:
+        view = self.service.lookup_member(_partner(), convert.member_identifier(request.member))
+        return pb.LookupMemberResponse(member=convert.member(view))
+
+    def GetBalance(self, request: pb.GetBalanceRequest, context: grpc.ServicerContext) -> pb.GetBalanceResponse:
+        view = self.service.get_balance(_partner(), convert.member_identifier(request.member))
+        return pb.GetBalanceResponse(balance=convert.balance(view))

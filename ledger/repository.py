@@ -9,16 +9,17 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, case, func, select
 
-from common.sql import insert_ignoring_conflict
+from common.db import table_of
+from common.sql import insert_ignoring_conflict, inserted_id
 from ledger.lots import LotBalance
 from ledger.models import JournalEntry, JournalTransaction, LedgerAccount, Lot, LotMovement, MemberBalance
 
-accounts = LedgerAccount.__table__
-balances = MemberBalance.__table__
-transactions = JournalTransaction.__table__
-entries = JournalEntry.__table__
-lots = Lot.__table__
-movements = LotMovement.__table__
+accounts = table_of(LedgerAccount)
+balances = table_of(MemberBalance)
+transactions = table_of(JournalTransaction)
+entries = table_of(JournalEntry)
+lots = table_of(Lot)
+movements = table_of(LotMovement)
 
 # Partner and operator account ids never change once created; cached per database.
 _account_ids: dict[tuple[str, str, int], int] = {}
@@ -76,7 +77,7 @@ class LedgerRepository:
 
     def _insert_account(self, kind: str, owner_id: int) -> int:
         result = self.connection.execute(accounts.insert().values(kind=kind, owner_id=owner_id))
-        return int(result.inserted_primary_key[0])
+        return inserted_id(result)
 
     def lock_member(self, member_id: int) -> MemberAccounts:
         """Every change to a member's points starts here, so changes to one member serialise."""
@@ -132,13 +133,13 @@ class LedgerRepository:
         return int(self.connection.execute(select(lots.c.remaining_points).where(lots.c.id == lot_id)).scalar_one())
 
     def insert_transaction(self, **values: Any) -> int:
-        return int(self.connection.execute(transactions.insert().values(**values)).inserted_primary_key[0])
+        return inserted_id(self.connection.execute(transactions.insert().values(**values)))
 
     def insert_entries(self, rows: list[dict[str, Any]]) -> None:
         self.connection.execute(entries.insert(), rows)
 
     def insert_lot(self, **values: Any) -> int:
-        return int(self.connection.execute(lots.insert().values(**values)).inserted_primary_key[0])
+        return inserted_id(self.connection.execute(lots.insert().values(**values)))
 
     def change_lots(self, changes: list[tuple[int, int]]) -> None:
         for lot_id, delta in changes:

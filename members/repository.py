@@ -7,12 +7,13 @@ from datetime import datetime
 
 from sqlalchemy import Connection, select
 
-from common.sql import insert_ignoring_conflict
+from common.db import table_of
+from common.sql import insert_ignoring_conflict, inserted_id
 from members.models import Member, MemberIdentifier, MemberPartnerLink
 
-members = Member.__table__
-identifiers = MemberIdentifier.__table__
-links = MemberPartnerLink.__table__
+members = table_of(Member)
+identifiers = table_of(MemberIdentifier)
+links = table_of(MemberPartnerLink)
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,7 @@ class MemberRepository:
                 member_number=member_number, enrolled_at=enrolled_at, enrolled_by_partner_id=partner_id
             )
         )
-        return int(result.inserted_primary_key[0])
+        return inserted_id(result)
 
     def insert_identifier(self, member_id: int, kind: str, hashed: str, masked: str) -> None:
         # A plain insert: a concurrent enrolment of the same identifier fails here and the retry finds it.

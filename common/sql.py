@@ -27,7 +27,9 @@ def insert_ignoring_conflict(connection: Connection, table: Table, values: dict[
     """INSERT ... ON CONFLICT DO NOTHING on either backend; True if a row was inserted."""
     dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
     statement = dialect.insert(table).values(**values).on_conflict_do_nothing()
-    return connection.execute(statement).rowcount == 1
+    # rowcount is not reliable here on every driver; RETURNING yields a row only when one was inserted.
+    inserted = connection.execute(statement.returning(*table.primary_key.columns)).first()
+    return inserted is not None
 
 
 def page_size_or_default(page_size: int) -> int:

@@ -6,11 +6,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, and_, bindparam, func, select
 
 from checkout.models import Hold, PartnerDailyIssuance, Purchase
 from common.db import table_of
 from common.sql import insert_ignoring_conflict, inserted_id
+from ledger.repository import MemberAccounts, balances
+from members.repository import MemberRow, identifiers, links, members
 
 holds = table_of(Hold)
 purchases = table_of(Purchase)
@@ -54,21 +56,82 @@ class PurchaseRow:
 _HOLD_COLUMNS = [holds.c[name] for name in HoldRow.__dataclass_fields__]
 _PURCHASE_COLUMNS = [purchases.c[name] for name in PurchaseRow.__dataclass_fields__]
 
+# Hot-path statements, built once (see ledger.repository).
+_HELD_POINTS = select(func.coalesce(func.sum(holds.c.points), 0)).where(
+    holds.c.member_id == bindparam("member"), holds.c.status == "HELD", holds.c.expires_at > bindparam("now")
+)
+_HELD_POINTS_EXCLUDING = _HELD_POINTS.where(holds.c.id != bindparam("excluded"))
+_PURCHASE_FOR_UPDATE = (
+    select(*_PURCHASE_COLUMNS)
+    .where(purchases.c.partner_id == bindparam("partner"), purchases.c.receipt_id == bindparam("receipt"))
+    .with_for_update()
+)
+_INSERT_PURCHASE = purchases.insert()
+_INSERT_HOLD = holds.insert()
+_MEMBER_FOR_UPDATE = (
+    select(
+        members.c.id,
+        members.c.member_number,
+        members.c.enrolled_at,
+        balances.c.points_account_id,
+        balances.c.debt_account_id,
+        balances.c.points_balance,
+        balances.c.debt_points,
+        links.c.partner_id.is_not(None),
+    )
+    .select_from(
+        members.join(balances, balances.c.member_id == members.c.id).outerjoin(
+            links, and_(links.c.member_id == members.c.id, links.c.partner_id == bindparam("partner"))
+        )
+    )
+    .with_for_update(of=balances)
+)
+_MEMBER_BY_NUMBER_FOR_UPDATE = _MEMBER_FOR_UPDATE.where(members.c.member_number == bindparam("number"))
+_MEMBER_BY_HASH_FOR_UPDATE = _MEMBER_FOR_UPDATE.where(
+    members.c.id
+    == select(identifiers.c.member_id)
+    .where(identifiers.c.kind == bindparam("kind"), identifiers.c.lookup_hash == bindparam("hash"))
+    .scalar_subquery()
+)
+
+
+@dataclass(frozen=True)
+class LockedMember:
+    """A member found by identifier with their balance row locked, and whether the partner knows them."""
+
+    member: MemberRow
+    accounts: MemberAccounts
+    is_linked: bool
+
 
 class CheckoutRepository:
     def __init__(self, connection: Connection) -> None:
         self.connection = connection
 
+    def lock_member(
+        self, partner_id: int, *, number: str = "", kind: str = "", hashed: str = ""
+    ) -> LockedMember | None:
+        """Finds a member by number or identifier hash and locks their balance row, in one statement."""
+        if number:
+            result = self.connection.execute(_MEMBER_BY_NUMBER_FOR_UPDATE, {"partner": partner_id, "number": number})
+        else:
+            result = self.connection.execute(
+                _MEMBER_BY_HASH_FOR_UPDATE, {"partner": partner_id, "kind": kind, "hash": hashed}
+            )
+        row = result.first()
+        if row is None:
+            return None
+        member = MemberRow(row[0], row[1], row[2])
+        return LockedMember(member, MemberAccounts(row[0], row[3], row[4], row[5], row[6]), bool(row[7]))
+
     def held_points(self, member_id: int, now: datetime, *, excluding_hold_id: int | None = None) -> int:
-        query = select(func.coalesce(func.sum(holds.c.points), 0)).where(
-            holds.c.member_id == member_id, holds.c.status == "HELD", holds.c.expires_at > now
-        )
-        if excluding_hold_id is not None:
-            query = query.where(holds.c.id != excluding_hold_id)
-        return int(self.connection.execute(query).scalar_one())
+        if excluding_hold_id is None:
+            return int(self.connection.execute(_HELD_POINTS, {"member": member_id, "now": now}).scalar_one())
+        parameters = {"member": member_id, "now": now, "excluded": excluding_hold_id}
+        return int(self.connection.execute(_HELD_POINTS_EXCLUDING, parameters).scalar_one())
 
     def insert_hold(self, **values: Any) -> int:
-        return inserted_id(self.connection.execute(holds.insert().values(**values)))
+        return inserted_id(self.connection.execute(_INSERT_HOLD, values))
 
     def hold(self, public_id: str, partner_id: int) -> HoldRow | None:
         row = self.connection.execute(
@@ -107,17 +170,13 @@ class CheckoutRepository:
         return PurchaseRow(*row) if row else None
 
     def purchase_for_update(self, partner_id: int, receipt_id: str) -> PurchaseRow | None:
-        row = self.connection.execute(
-            select(*_PURCHASE_COLUMNS)
-            .where(purchases.c.partner_id == partner_id, purchases.c.receipt_id == receipt_id)
-            .with_for_update()
-        ).first()
+        row = self.connection.execute(_PURCHASE_FOR_UPDATE, {"partner": partner_id, "receipt": receipt_id}).first()
         return PurchaseRow(*row) if row else None
 
     def insert_purchase(self, **values: Any) -> None:
         defaults = {"points_earned": 0, "points_redeemed": 0, "returned_minor": 0, "points_reversed": 0,
                     "points_restored": 0}  # fmt: skip
-        self.connection.execute(purchases.insert().values(**(defaults | values)))
+        self.connection.execute(_INSERT_PURCHASE, defaults | values)
 
     def update_purchase(self, purchase_id: int, **values: Any) -> None:
         self.connection.execute(purchases.update().where(purchases.c.id == purchase_id).values(**values))

@@ -65,7 +65,7 @@ class CheckoutService:
 
         def work(connection: Connection) -> QuoteResult:
             session = self._session(connection)
-            _, version = session.terms(partner.partner_id)
+            version = session.terms(partner.partner_id)
             require_basket(command.basket, version.terms)
             member_number, available = "", 0
             if command.member is not None:
@@ -88,10 +88,10 @@ class CheckoutService:
 
         def work(connection: Connection) -> EarnResult:
             session = self._session(connection)
-            _, version = session.terms(partner.partner_id)
+            version = session.terms(partner.partner_id)
             require_currency(command.basket.currency, version.terms)
-            member, is_new = session.member(command.member, partner.partner_id, enroll=command.enroll_if_unknown)
-            accounts = session.ledger_records.lock_member(member.id)
+            found = session.member(command.member, partner.partner_id, enroll=command.enroll_if_unknown)
+            member, accounts, is_new = found.row, found.accounts, found.is_new
             purchase = session.records.purchase_for_update(partner.partner_id, command.receipt_id)
             if purchase is not None and purchase.earned_at is not None:
                 raise ReceiptAlreadyEarned("this receipt has already earned points", receipt_id=command.receipt_id)
@@ -136,10 +136,9 @@ class CheckoutService:
 
         def work(connection: Connection) -> HoldView:
             session = self._session(connection)
-            _, version = session.terms(partner.partner_id)
+            version = session.terms(partner.partner_id)
             require_currency(command.currency, version.terms)
-            member, _ = session.member(command.member, partner.partner_id)
-            session.ledger_records.lock_member(member.id)
+            member = session.member(command.member, partner.partner_id).row
             _check_spend(session, version, member, command.points, command.basket_total_minor)
             hold_id = session.records.insert_hold(
                 public_id=_new_public_id(), partner_id=partner.partner_id, member_id=member.id,
@@ -203,10 +202,10 @@ class CheckoutService:
 
         def work(connection: Connection) -> RedeemResult:
             session = self._session(connection)
-            _, version = session.terms(partner.partner_id)
+            version = session.terms(partner.partner_id)
             require_currency(command.currency, version.terms)
-            member, _ = session.member(command.member, partner.partner_id)
-            accounts = session.ledger_records.lock_member(member.id)
+            found = session.member(command.member, partner.partner_id)
+            member, accounts = found.row, found.accounts
             _check_spend(session, version, member, command.points, command.basket_total_minor)
             posted = _spend(session, accounts, member, partner, version, command.points, command.receipt_id, None)
             return RedeemResult(
@@ -238,8 +237,8 @@ class CheckoutService:
 
         def work(connection: Connection) -> MemberView:
             session = self._session(connection)
-            member, is_new = session.member(command.member, partner.partner_id, enroll=True)
-            return _member_view(session, member, is_newly_enrolled=is_new)
+            found = session.member(command.member, partner.partner_id, enroll=True)
+            return _member_view(session, found.row, is_newly_enrolled=found.is_new)
 
         return run_once(
             self.uow, scope=partner.idempotency_scope, key=request_id, operation="EnrollMember",

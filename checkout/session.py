@@ -12,11 +12,11 @@ from checkout.errors import CurrencyMismatch, DailyIssuanceCapExceeded, Transact
 from checkout.repository import CheckoutRepository
 from ledger.posting import Ledger
 from ledger.repository import LedgerRepository, MemberAccounts
-from members.identifiers import MemberIdentifier
+from members.identifiers import IdentifierKind, MemberIdentifier, lookup_hash, normalise
 from members.repository import MemberRepository, MemberRow
 from members.services import MemberNotFound, enroll_member, find_member
 from partners.rates import ContractTerms, ContractVersionView
-from partners.repository import PartnerRepository, PartnerView
+from partners.repository import PartnerRepository
 from partners.services import partner_terms_in_force
 
 
@@ -29,6 +29,15 @@ class CheckoutSettings:
     default_hold_ttl_seconds: int = 900
     max_hold_ttl_seconds: int = 86_400
     expiring_soon_days: int = 30
+
+
+@dataclass(frozen=True)
+class CheckoutMember:
+    """The member a checkout call is about, with their balance row locked for this transaction."""
+
+    row: MemberRow
+    accounts: MemberAccounts
+    is_new: bool
 
 
 @dataclass(frozen=True)
@@ -48,26 +57,31 @@ class CheckoutSession:
         self.records = CheckoutRepository(connection)
         self.ledger = Ledger(self.ledger_records, now)
 
-    def terms(self, partner_id: int) -> tuple[PartnerView, ContractVersionView]:
+    def terms(self, partner_id: int) -> ContractVersionView:
         return partner_terms_in_force(self.ledger_records.connection, partner_id, self.now)
 
     def contract_version(self, version_id: int) -> ContractVersionView:
         return PartnerRepository(self.ledger_records.connection).version_by_id(version_id)
 
-    def member(self, identifier: MemberIdentifier, partner_id: int, *, enroll: bool = False) -> tuple[MemberRow, bool]:
-        """Finds (or enrols) the member a partner names at checkout and records that they dealt."""
+    def member(self, identifier: MemberIdentifier, partner_id: int, *, enroll: bool = False) -> CheckoutMember:
+        """Finds (or enrols) the member a partner names at checkout, locks their balance, records the link."""
+        identifier = normalise(identifier)
         pepper = self.settings.identifier_pepper
-        if enroll:
-            member, is_new = enroll_member(self.members, identifier, pepper, partner_id=partner_id, now=self.now)
-            if is_new:
-                self.ledger_records.open_member(member.id)
+        if identifier.kind is IdentifierKind.MEMBER_NUMBER:
+            found = self.records.lock_member(partner_id, number=identifier.value)
         else:
-            found = find_member(self.members, identifier, pepper)
-            if found is None:
-                raise MemberNotFound("no member has that identifier")
-            member, is_new = found, False
+            found = self.records.lock_member(partner_id, kind=identifier.kind, hashed=lookup_hash(identifier, pepper))
+        if found is not None:
+            if not found.is_linked:
+                self.members.link_partner(found.member.id, partner_id, self.now)
+            return CheckoutMember(found.member, found.accounts, is_new=False)
+        if not enroll:
+            raise MemberNotFound("no member has that identifier")
+        member, is_new = enroll_member(self.members, identifier, pepper, partner_id=partner_id, now=self.now)
+        if is_new:
+            self.ledger_records.open_member(member.id)
         self.members.link_partner(member.id, partner_id, self.now)
-        return member, is_new
+        return CheckoutMember(member, self.ledger_records.lock_member(member.id), is_new)
 
     def visible_member(self, identifier: MemberIdentifier, partner_id: int) -> MemberRow:
         """A member this partner has dealt with; any other looks exactly like an unknown one."""

@@ -23,13 +23,19 @@ MAX_PAGE_SIZE = 1000
 DEFAULT_PAGE_SIZE = 50
 
 
+_insert_ignoring: dict[tuple[str, str], Any] = {}
+
+
 def insert_ignoring_conflict(connection: Connection, table: Table, values: dict[str, Any]) -> bool:
     """INSERT ... ON CONFLICT DO NOTHING on either backend; True if a row was inserted."""
-    dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
-    statement = dialect.insert(table).values(**values).on_conflict_do_nothing()
-    # rowcount is not reliable here on every driver; RETURNING yields a row only when one was inserted.
-    inserted = connection.execute(statement.returning(*table.primary_key.columns)).first()
-    return inserted is not None
+    key = (connection.dialect.name, table.name)
+    statement = _insert_ignoring.get(key)
+    if statement is None:
+        dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
+        # rowcount is not reliable here on every driver; RETURNING yields a row only when one was inserted.
+        statement = dialect.insert(table).on_conflict_do_nothing().returning(*table.primary_key.columns)
+        _insert_ignoring[key] = statement  # built once: building statements costs more than running them
+    return connection.execute(statement, values).first() is not None
 
 
 def page_size_or_default(page_size: int) -> int:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, case, func, select
+from sqlalchemy import Connection, and_, bindparam, case, func, select
 
 from common.db import table_of
 from common.sql import insert_ignoring_conflict, inserted_id
@@ -20,6 +20,50 @@ transactions = table_of(JournalTransaction)
 entries = table_of(JournalEntry)
 lots = table_of(Lot)
 movements = table_of(LotMovement)
+
+# Hot-path statements are built once: on this machine building a Core statement costs as much as
+# running it. Values arrive as bind parameters.
+_LOCK_MEMBER = (
+    select(
+        balances.c.member_id,
+        balances.c.points_account_id,
+        balances.c.debt_account_id,
+        balances.c.points_balance,
+        balances.c.debt_points,
+    )
+    .where(balances.c.member_id == bindparam("member"))
+    .with_for_update()
+)
+_LOTS_WITH_POINTS = select(
+    lots.c.id, lots.c.remaining_points, lots.c.earned_at, lots.c.available_at, lots.c.expires_at
+).where(lots.c.member_id == bindparam("member"), lots.c.remaining_points > 0)
+_IS_LIVE = lots.c.expires_at > bindparam("now")
+_IS_AVAILABLE = and_(_IS_LIVE, lots.c.available_at <= bindparam("now"))
+_LOT_SUMMARY = select(
+    func.coalesce(func.sum(case((_IS_AVAILABLE, lots.c.remaining_points), else_=0)), 0),
+    func.coalesce(func.sum(case((and_(_IS_LIVE, ~_IS_AVAILABLE), lots.c.remaining_points), else_=0)), 0),
+    func.coalesce(
+        func.sum(case((and_(_IS_AVAILABLE, lots.c.expires_at <= bindparam("soon")), lots.c.remaining_points), else_=0)),
+        0,
+    ),
+).where(lots.c.member_id == bindparam("member"), lots.c.remaining_points > 0)
+_INSERT_TRANSACTION = transactions.insert()
+_INSERT_ENTRIES = entries.insert()
+_INSERT_LOT = lots.insert()
+_INSERT_MOVEMENTS = movements.insert()
+_CHANGE_LOT = (
+    lots.update()
+    .where(lots.c.id == bindparam("lot"))
+    .values(remaining_points=lots.c.remaining_points + bindparam("delta"))
+)
+_CHANGE_BALANCE = (
+    balances.update()
+    .where(balances.c.member_id == bindparam("member"))
+    .values(
+        points_balance=balances.c.points_balance + bindparam("points_delta"),
+        debt_points=balances.c.debt_points + bindparam("debt_delta"),
+    )
+)
 
 # Partner and operator account ids never change once created; cached per database.
 _account_ids: dict[tuple[str, str, int], int] = {}
@@ -81,18 +125,7 @@ class LedgerRepository:
 
     def lock_member(self, member_id: int) -> MemberAccounts:
         """Every change to a member's points starts here, so changes to one member serialise."""
-        row = self.connection.execute(
-            select(
-                balances.c.member_id,
-                balances.c.points_account_id,
-                balances.c.debt_account_id,
-                balances.c.points_balance,
-                balances.c.debt_points,
-            )
-            .where(balances.c.member_id == member_id)
-            .with_for_update()
-        ).one()
-        return MemberAccounts(*row)
+        return MemberAccounts(*self.connection.execute(_LOCK_MEMBER, {"member": member_id}).one())
 
     def member_accounts(self, member_id: int) -> MemberAccounts:
         row = self.connection.execute(select(balances).where(balances.c.member_id == member_id)).one()
@@ -101,26 +134,10 @@ class LedgerRepository:
         )
 
     def lots_with_points(self, member_id: int) -> list[LotBalance]:
-        rows = self.connection.execute(
-            select(lots.c.id, lots.c.remaining_points, lots.c.earned_at, lots.c.available_at, lots.c.expires_at).where(
-                lots.c.member_id == member_id, lots.c.remaining_points > 0
-            )
-        )
-        return [LotBalance(*row) for row in rows]
+        return [LotBalance(*row) for row in self.connection.execute(_LOTS_WITH_POINTS, {"member": member_id})]
 
     def lot_summary(self, member_id: int, now: datetime, soon: datetime) -> LotSummary:
-        is_live = and_(lots.c.expires_at > now)
-        is_available = and_(is_live, lots.c.available_at <= now)
-        row = self.connection.execute(
-            select(
-                func.coalesce(func.sum(case((is_available, lots.c.remaining_points), else_=0)), 0),
-                func.coalesce(func.sum(case((and_(is_live, ~is_available), lots.c.remaining_points), else_=0)), 0),
-                func.coalesce(
-                    func.sum(case((and_(is_available, lots.c.expires_at <= soon), lots.c.remaining_points), else_=0)),
-                    0,
-                ),
-            ).where(lots.c.member_id == member_id, lots.c.remaining_points > 0)
-        ).one()
+        row = self.connection.execute(_LOT_SUMMARY, {"member": member_id, "now": now, "soon": soon}).one()
         return LotSummary(int(row[0]), int(row[1]), int(row[2]))
 
     def lot_of_transaction(self, transaction_id: int) -> int | None:
@@ -133,32 +150,25 @@ class LedgerRepository:
         return int(self.connection.execute(select(lots.c.remaining_points).where(lots.c.id == lot_id)).scalar_one())
 
     def insert_transaction(self, **values: Any) -> int:
-        return inserted_id(self.connection.execute(transactions.insert().values(**values)))
+        return inserted_id(self.connection.execute(_INSERT_TRANSACTION, values))
 
     def insert_entries(self, rows: list[dict[str, Any]]) -> None:
-        self.connection.execute(entries.insert(), rows)
+        self.connection.execute(_INSERT_ENTRIES, rows)
 
     def insert_lot(self, **values: Any) -> int:
-        return inserted_id(self.connection.execute(lots.insert().values(**values)))
+        return inserted_id(self.connection.execute(_INSERT_LOT, values))
 
     def change_lots(self, changes: list[tuple[int, int]]) -> None:
-        for lot_id, delta in changes:
-            self.connection.execute(
-                lots.update().where(lots.c.id == lot_id).values(remaining_points=lots.c.remaining_points + delta)
-            )
+        if changes:
+            self.connection.execute(_CHANGE_LOT, [{"lot": lot_id, "delta": delta} for lot_id, delta in changes])
 
     def insert_movements(self, rows: list[dict[str, Any]]) -> None:
         if rows:
-            self.connection.execute(movements.insert(), rows)
+            self.connection.execute(_INSERT_MOVEMENTS, rows)
 
     def change_member_balance(self, member_id: int, points_delta: int, debt_delta: int) -> None:
         self.connection.execute(
-            balances.update()
-            .where(balances.c.member_id == member_id)
-            .values(
-                points_balance=balances.c.points_balance + points_delta,
-                debt_points=balances.c.debt_points + debt_delta,
-            )
+            _CHANGE_BALANCE, {"member": member_id, "points_delta": points_delta, "debt_delta": debt_delta}
         )
 
     def transaction_public_id(self, transaction_id: int) -> str:

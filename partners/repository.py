@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, bindparam, func, select
 
 from common.db import table_of
 from common.sql import inserted_id
@@ -44,6 +44,16 @@ class PartnerKeyView:
     created_at: datetime
     revoked_at: datetime | None
 
+
+_VERSION_IN_FORCE = (
+    select(contract_versions, partners.c.status.label("partner_status"))
+    .join(partners, partners.c.id == contract_versions.c.partner_id)
+    .where(
+        contract_versions.c.partner_id == bindparam("partner"), contract_versions.c.effective_from <= bindparam("at")
+    )
+    .order_by(contract_versions.c.effective_from.desc(), contract_versions.c.version.desc())
+    .limit(1)
+)
 
 _PARTNER_COLUMNS = (
     partners.c.id,
@@ -159,14 +169,10 @@ class PartnerRepository:
         row = self.connection.execute(select(contract_versions).where(contract_versions.c.id == version_id)).one()
         return _version(row)
 
-    def version_in_force(self, partner_id: int, at: datetime) -> ContractVersionView | None:
-        row = self.connection.execute(
-            select(contract_versions)
-            .where(contract_versions.c.partner_id == partner_id, contract_versions.c.effective_from <= at)
-            .order_by(contract_versions.c.effective_from.desc(), contract_versions.c.version.desc())
-            .limit(1)
-        ).first()
-        return _version(row) if row else None
+    def version_in_force(self, partner_id: int, at: datetime) -> tuple[ContractVersionView, bool] | None:
+        """The version that prices a transaction at ``at``, and whether the partner is active."""
+        row = self.connection.execute(_VERSION_IN_FORCE, {"partner": partner_id, "at": at}).first()
+        return (_version(row), row.partner_status == "ACTIVE") if row else None
 
     def versions_page(self, partner_id: int, after_version: int, limit: int) -> list[ContractVersionView]:
         rows = self.connection.execute(

@@ -206,20 +206,18 @@ def list_contract_versions(
     return paginate(page_size, page_token, fetch, lambda version: version.version)
 
 
-def partner_terms_in_force(
-    connection: Connection, partner_id: int, at: datetime
-) -> tuple[PartnerView, ContractVersionView]:
-    """The active partner and the contract version that prices a transaction at ``at``."""
+def partner_terms_in_force(connection: Connection, partner_id: int, at: datetime) -> ContractVersionView:
+    """The contract version that prices a transaction of this (active) partner at ``at``."""
     repository = PartnerRepository(connection)
+    found = repository.version_in_force(partner_id, at)
+    if found is not None and found[1]:
+        return found[0]
     partner = repository.by_id(partner_id)
     if partner is None:
         raise PartnerNotFound("partner not found")
     if not partner.is_active:
         raise PartnerSuspended(f"partner {partner.partner_code} is suspended")
-    version = repository.version_in_force(partner_id, at)
-    if version is None:
-        raise NoContractInForce(f"partner {partner.partner_code} has no contract in force")
-    return partner, version
+    raise NoContractInForce(f"partner {partner.partner_code} has no contract in force")
 
 
 def _once(

@@ -15,19 +15,23 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
-def to_jsonable(value: Any) -> Any:
+def to_jsonable(value: Any, *, canonical: bool = False) -> Any:
+    """JSON-ready data; ``canonical`` writes equal decimals alike (1.0 and 1.00), for fingerprints."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {field.name: to_jsonable(getattr(value, field.name)) for field in dataclasses.fields(value)}
+        return {
+            field.name: to_jsonable(getattr(value, field.name), canonical=canonical)
+            for field in dataclasses.fields(value)
+        }
     if isinstance(value, Enum):
         return value.value
     if isinstance(value, datetime):
         return value.isoformat()
     if isinstance(value, Decimal):
-        return format(value, "f")
+        return format(value.normalize() if canonical else value, "f")
     if isinstance(value, dict):
-        return {str(key): to_jsonable(item) for key, item in value.items()}
+        return {str(key): to_jsonable(item, canonical=canonical) for key, item in value.items()}
     if isinstance(value, list | tuple):
-        return [to_jsonable(item) for item in value]
+        return [to_jsonable(item, canonical=canonical) for item in value]
     return value
 
 
@@ -36,8 +40,9 @@ def dumps(value: Any) -> str:
 
 
 def fingerprint(value: Any) -> str:
-    """SHA-256 of the canonical JSON of a command: the same request always hashes the same."""
-    return hashlib.sha256(dumps(value).encode()).hexdigest()
+    """SHA-256 of the canonical JSON of a command: equal requests always hash the same."""
+    canonical = json.dumps(to_jsonable(value, canonical=True), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def loads(cls: type[T], text: str) -> T:

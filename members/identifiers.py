@@ -37,7 +37,8 @@ def normalise(identifier: MemberIdentifier) -> MemberIdentifier:
     """E.164 for phones (with the leading +), lower case for emails, upper case for member numbers."""
     value = identifier.value.strip()
     if identifier.kind is IdentifierKind.PHONE:
-        value = _PHONE_PUNCTUATION.sub("", value)
+        # "+44 (0)7700 900123": the bracketed trunk zero is dialled nationally, never after the country code.
+        value = _PHONE_PUNCTUATION.sub("", value.replace("(0)", ""))
         if value.startswith("00"):
             value = "+" + value[2:]
         if not _E164.match(value):

@@ -74,11 +74,16 @@ class Settings:
             if raw is not None:
                 values[setting.name] = _parse(raw, type(setting.default))
         settings = cls(**(values | overrides))  # type: ignore[arg-type]
+        settings.operator_key_paths()  # fail at start, not at the first operator call
         if settings.token_leeway_seconds > 30 or settings.token_max_lifetime_seconds > 300:
             raise ValueError("token leeway is at most 30 s and token lifetime at most 300 s")
         if settings.identifier_pepper == DEV_PEPPER and not settings.database_url.startswith("sqlite"):
             log.warning("LOYALTY_IDENTIFIER_PEPPER is the development default; set a secret in production")
         return settings
+
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off", ""})
 
 
 def env_name(setting_name: str) -> str:
@@ -87,7 +92,10 @@ def env_name(setting_name: str) -> str:
 
 def _parse(raw: str, kind: type) -> object:
     if kind is bool:
-        return raw.strip().lower() in {"1", "true", "yes", "on"}
+        word = raw.strip().lower()
+        if word not in _TRUE | _FALSE:
+            raise ValueError(f"{raw!r} is not a boolean; use true or false")
+        return word in _TRUE
     if kind in (int, float):
         return kind(raw)
     return raw

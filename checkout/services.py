@@ -37,6 +37,7 @@ from checkout.errors import (
     InvalidPoints,
     ReceiptAlreadyEarned,
     ReceiptMemberMismatch,
+    TransactionLimitExceeded,
 )
 from checkout.repository import HoldRow
 from checkout.returns import return_purchase
@@ -237,6 +238,7 @@ class CheckoutService:
 
         def work(connection: Connection) -> MemberView:
             session = self._session(connection)
+            session.terms(partner.partner_id)  # a suspended partner enrols no one
             found = session.member(command.member, partner.partner_id, enroll=True)
             return _member_view(session, found.row, is_newly_enrolled=found.is_new)
 
@@ -248,6 +250,7 @@ class CheckoutService:
     def get_balance(self, partner: PartnerRef, identifier: MemberIdentifier) -> BalanceView:
         def work(connection: Connection) -> BalanceView:
             session = self._session(connection)
+            session.terms(partner.partner_id)  # a suspended partner reads nothing
             return session.balance(session.visible_member(identifier, partner.partner_id))
 
         return self.uow.run(work)
@@ -255,6 +258,7 @@ class CheckoutService:
     def lookup_member(self, partner: PartnerRef, identifier: MemberIdentifier) -> MemberView:
         def work(connection: Connection) -> MemberView:
             session = self._session(connection)
+            session.terms(partner.partner_id)  # a suspended partner reads nothing
             return _member_view(session, session.visible_member(identifier, partner.partner_id))
 
         return self.uow.run(work)
@@ -307,9 +311,13 @@ def _check_spend(
         raise InvalidPoints("basket_total must not be negative")
     if terms.max_points_share_of_basket is not None and basket_total_minor == 0:
         raise BasketRequired("this partner limits the share of a basket paid with points: send basket_total")
-    limit = max_points_for_basket(basket_total_minor, terms) if basket_total_minor else terms.max_points_per_transaction
-    if limit is not None and points > limit:
-        raise BasketShareExceeded(f"at most {limit} points can pay for this basket", limit=limit)
+    per_transaction = terms.max_points_per_transaction
+    if per_transaction is not None and points > per_transaction:
+        raise TransactionLimitExceeded(
+            f"{points} points exceed the limit of {per_transaction} per transaction", limit=per_transaction
+        )
+    if basket_total_minor and points > (by_basket := max_points_for_basket(basket_total_minor, terms)):
+        raise BasketShareExceeded(f"at most {by_basket} points can pay for this basket", limit=by_basket)
     available = session.spendable_points(member.id)
     if points > available:
         raise InsufficientPoints(f"{points} points requested, {available} available", available=available)

@@ -93,18 +93,26 @@ class LedgerRepository:
         self.connection = connection
 
     def account_id(self, kind: str, owner_id: int) -> int:
+        """The account's id, creating the account on first use.
+
+        Only ids of rows that were already committed are cached: an id created in this transaction
+        is invisible to others (and gone if it rolls back) until the transaction commits.
+        """
         cache_key = (str(self.connection.engine.url), kind, owner_id)
         with _account_ids_lock:
             cached = _account_ids.get(cache_key)
         if cached is not None:
             return cached
-        insert_ignoring_conflict(self.connection, accounts, {"kind": kind, "owner_id": owner_id})
-        account_id = self.connection.execute(
-            select(accounts.c.id).where(accounts.c.kind == kind, accounts.c.owner_id == owner_id)
-        ).scalar_one()
-        with _account_ids_lock:
-            _account_ids[cache_key] = account_id
-        return int(account_id)
+        created = insert_ignoring_conflict(self.connection, accounts, {"kind": kind, "owner_id": owner_id})
+        account_id = int(
+            self.connection.execute(
+                select(accounts.c.id).where(accounts.c.kind == kind, accounts.c.owner_id == owner_id)
+            ).scalar_one()
+        )
+        if not created:
+            with _account_ids_lock:
+                _account_ids[cache_key] = account_id
+        return account_id
 
     def open_member(self, member_id: int) -> None:
         points_id = self._insert_account("MEMBER_POINTS", member_id)

@@ -1,0 +1,1 @@
+"""Benchmarks: `make bench` runs bench.checkout (earn and hold+capture over gRPC on PostgreSQL)."""

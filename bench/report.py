@@ -1,0 +1,75 @@
+"""Figures from load results, the table they print as, and the issue's targets with PASS or MISS."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bench.load import LoadResult
+
+
+@dataclass(frozen=True)
+class Row:
+    label: str
+    completed: int
+    errors: int
+    error_codes: str
+    per_second: float
+    p50_ms: float
+    p99_ms: float
+    server_cpu_us: float
+    server_cores: float
+    client_cpu_us: float
+
+    @classmethod
+    def of(cls, label: str, result: LoadResult) -> Row:
+        ordered = sorted(result.latencies_seconds)
+        count = max(result.completed, 1)
+        return cls(
+            label=label, completed=result.completed, errors=sum(result.errors.values()),
+            error_codes=", ".join(f"{code}={n}" for code, n in result.errors.most_common()),
+            per_second=result.completed / result.elapsed_seconds if result.elapsed_seconds else 0.0,
+            p50_ms=percentile(ordered, 50) * 1e3, p99_ms=percentile(ordered, 99) * 1e3,
+            server_cpu_us=result.server_cpu_seconds / count * 1e6,
+            server_cores=result.server_cpu_seconds / result.elapsed_seconds if result.elapsed_seconds else 0.0,
+            client_cpu_us=result.client_cpu_seconds / count * 1e6,
+        )  # fmt: skip
+
+
+def percentile(ordered: list[float], percent: float) -> float:
+    """Nearest-rank percentile of an ascending list (NaN when empty)."""
+    if not ordered:
+        return float("nan")
+    rank = max(1, -(-len(ordered) * percent // 100))
+    return ordered[int(rank) - 1]
+
+
+HEADER = (
+    f"{'scenario':34} {'done':>7} {'errors':>6} {'per s':>8} {'p50 ms':>8} {'p99 ms':>8} "
+    f"{'srv CPU us/op':>13} {'srv cores':>9} {'load CPU us/op':>14}"
+)
+
+
+def format_row(row: Row) -> str:
+    return (
+        f"{row.label:34} {row.completed:7d} {row.errors:6d} {row.per_second:8.1f} {row.p50_ms:8.2f} "
+        f"{row.p99_ms:8.2f} {row.server_cpu_us:13.0f} {row.server_cores:9.2f} {row.client_cpu_us:14.0f}"
+    )
+
+
+def verdict(is_met: bool) -> str:
+    return "PASS" if is_met else "MISS"
+
+
+def targets(open_loop: Row, closed_loop: Row, empty: Row, pgbench_tps: float, open_rate: float) -> list[str]:
+    """The issue's three targets, each with the figures it is judged on."""
+    share = closed_loop.per_second / pgbench_tps if pgbench_tps else 0.0
+    cpu_ratio = closed_loop.server_cpu_us / empty.server_cpu_us if empty.server_cpu_us else float("inf")
+    return [
+        f"[{verdict(open_loop.p99_ms < 50 and open_loop.errors == 0)}] earn open loop at {open_rate:.0f}/s: "
+        f"p99 {open_loop.p99_ms:.1f} ms (target < 50 ms), errors {open_loop.errors} (target 0), "
+        f"achieved {open_loop.per_second:.1f}/s",
+        f"[{verdict(share >= 0.10)}] {closed_loop.label} throughput {closed_loop.per_second:.1f}/s = "
+        f"{share:.1%} of pgbench accrual {pgbench_tps:.0f} tps (target >= 10%)",
+        f"[{verdict(cpu_ratio <= 5)}] server CPU per earn {closed_loop.server_cpu_us:.0f} us = {cpu_ratio:.1f}x "
+        f"the empty call's {empty.server_cpu_us:.0f} us (target <= 5x)",
+    ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 
+import pytest
 from sqlalchemy import Engine
 
 from checkout.commands import Basket, EarnCommand
@@ -26,10 +27,8 @@ def test_an_account_created_in_a_rolled_back_transaction_is_not_reused(uow: Unit
         LedgerRepository(connection).account_id("PARTNER_ISSUED", partner.partner_id)  # type: ignore[arg-type]
         raise _RolledBack
 
-    try:
+    with pytest.raises(_RolledBack):
         uow.run(create_then_fail)
-    except _RolledBack:
-        pass
     service = CheckoutService(uow, CheckoutSettings(identifier_pepper=b"test"))
     command = EarnCommand(phone(), uuid.uuid4().hex, Basket("EUR", 1_000), enroll_if_unknown=True)
     assert service.earn_points(partner, uuid.uuid4().hex, command).result.points_earned == 10

@@ -21,7 +21,7 @@ class DatabaseReplayGuard:
     def claim(self, issuer: str, jti: str, expires_at: datetime) -> bool:
         """Records the token id; False if any replica recorded it before."""
         values = {"issuer": issuer, "jti": jti, "expires_at": expires_at}
-        return self.uow.run(lambda connection: insert_ignoring_conflict(connection, used_token_ids, values))
+        return self.uow.run_statement(lambda connection: insert_ignoring_conflict(connection, used_token_ids, values))
 
     def purge_expired(self, now: datetime, *, leeway_seconds: int = 60) -> int:
         """Forgets ids of tokens that have expired anyway (with the verifier's leeway to spare)."""

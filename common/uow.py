@@ -40,10 +40,22 @@ class UnitOfWork:
         self.engine = engine
         self.clock = clock
         self.max_attempts = max_attempts
+        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
 
     @property
     def dialect(self) -> str:
         return self.engine.dialect.name
+
+    def run_statement(self, work: Callable[[Connection], T]) -> T:
+        """Runs work that is a single statement and needs no transaction around it.
+
+        On PostgreSQL it runs in autocommit: one round trip instead of BEGIN, statement, COMMIT.
+        SQLite keeps its single-writer transaction.
+        """
+        if self.dialect != "postgresql":
+            return self.run(work)
+        with self._autocommit.connect() as connection:
+            return work(connection)
 
     def run(self, work: Callable[[Connection], T]) -> T:
         for attempt in range(1, self.max_attempts + 1):

@@ -55,6 +55,23 @@ _VERSION_IN_FORCE = (
     .limit(1)
 )
 
+_KEY_COLUMNS = (
+    partner_keys.c.id,
+    partner_keys.c.key_id,
+    partner_keys.c.partner_id,
+    partners.c.partner_code,
+    partner_keys.c.algorithm,
+    partner_keys.c.public_key_pem,
+    partner_keys.c.created_at,
+    partner_keys.c.revoked_at,
+)
+# Looked up on every authenticated call, so built once.
+_KEY = (
+    select(*_KEY_COLUMNS)
+    .join(partners, partners.c.id == partner_keys.c.partner_id)
+    .where(partner_keys.c.key_id == bindparam("key"))
+)
+
 _PARTNER_COLUMNS = (
     partners.c.id,
     partners.c.partner_code,
@@ -113,34 +130,12 @@ class PartnerRepository:
         )
 
     def key(self, key_id: str) -> PartnerKeyView | None:
-        row = self.connection.execute(
-            select(
-                partner_keys.c.id,
-                partner_keys.c.key_id,
-                partner_keys.c.partner_id,
-                partners.c.partner_code,
-                partner_keys.c.algorithm,
-                partner_keys.c.public_key_pem,
-                partner_keys.c.created_at,
-                partner_keys.c.revoked_at,
-            )
-            .join(partners, partners.c.id == partner_keys.c.partner_id)
-            .where(partner_keys.c.key_id == key_id)
-        ).first()
+        row = self.connection.execute(_KEY, {"key": key_id}).first()
         return PartnerKeyView(*row) if row else None
 
     def keys_of(self, partner_id: int, after_id: int, limit: int) -> list[PartnerKeyView]:
         rows = self.connection.execute(
-            select(
-                partner_keys.c.id,
-                partner_keys.c.key_id,
-                partner_keys.c.partner_id,
-                partners.c.partner_code,
-                partner_keys.c.algorithm,
-                partner_keys.c.public_key_pem,
-                partner_keys.c.created_at,
-                partner_keys.c.revoked_at,
-            )
+            select(*_KEY_COLUMNS)
             .join(partners, partners.c.id == partner_keys.c.partner_id)
             .where(partner_keys.c.partner_id == partner_id, partner_keys.c.id > after_id)
             .order_by(partner_keys.c.id)

@@ -21,7 +21,7 @@ class PartnerKeySource:
         self._lock = threading.Lock()
 
     def find_key(self, key_id: str) -> VerificationKey | None:
-        row = self.uow.run(lambda connection: PartnerRepository(connection).key(key_id))
+        row = self.uow.run_statement(lambda connection: PartnerRepository(connection).key(key_id))
         if row is None:
             return None
         algorithm, public_key = self._parse(row.public_key_pem)

@@ -27,6 +27,16 @@ class InvalidContractTerms(InvalidArgument):
     reason = "INVALID_CONTRACT_TERMS"
 
 
+# Rates are stored as text of at most 40 characters and priced with exact fractions: bound both.
+MAX_RATE = Decimal(1_000_000)
+MAX_RATE_DECIMAL_PLACES = 12
+
+
+def _is_reasonable(value: Decimal) -> bool:
+    exponent = value.as_tuple().exponent
+    return value.is_finite() and isinstance(exponent, int) and exponent >= -MAX_RATE_DECIMAL_PLACES
+
+
 class Rounding(StrEnum):
     DOWN = "DOWN"
     HALF_UP = "HALF_UP"
@@ -68,11 +78,14 @@ class ContractTerms:
 
     def validate(self) -> None:
         currency_exponent(self.currency)
-        for name in ("earn_rate", "issuance_price", "reimbursement_rate"):
+        for name in ("earn_rate", "redeem_value", "issuance_price", "reimbursement_rate"):
             value: Decimal = getattr(self, name)
-            if not value.is_finite() or value < 0:
-                raise InvalidContractTerms(f"{name} must be a non-negative decimal", field=name)
-        if not self.redeem_value.is_finite() or self.redeem_value <= 0:
+            if not _is_reasonable(value) or not 0 <= value < MAX_RATE:
+                raise InvalidContractTerms(
+                    f"{name} must be a decimal from 0 to {MAX_RATE} with at most {MAX_RATE_DECIMAL_PLACES} places",
+                    field=name,
+                )
+        if self.redeem_value <= 0:
             raise InvalidContractTerms("redeem_value must be a positive decimal", field="redeem_value")
         if not 0 <= self.pending_days <= 365:
             raise InvalidContractTerms("pending_days must be between 0 and 365", field="pending_days")
@@ -81,7 +94,7 @@ class ContractTerms:
             if limit is not None and limit <= 0:
                 raise InvalidContractTerms(f"{name} must be positive when set", field=name)
         share = self.max_points_share_of_basket
-        if share is not None and not (share.is_finite() and 0 < share <= 1):
+        if share is not None and not (_is_reasonable(share) and 0 < share <= 1):
             raise InvalidContractTerms(
                 "max_points_share_of_basket must be in (0, 1]", field="max_points_share_of_basket"
             )

@@ -77,11 +77,13 @@ def seed_demo(database_url: str, keys_dir: Path) -> None:
         )
         request = RequestKey("operator:seed-demo", f"seed-{partner.partner_id}")
         try:
-            services.create_partner(
+            created = services.create_partner(
                 uow, request, partner_code=partner.partner_id, display_name=partner.display_name, kind=partner.kind
             )
         except AlreadyExists:
-            log.info("demo partner %s already exists", partner.partner_id)
+            created = None
+        if created is None or created.is_replay:
+            print(f"{partner.partner_id} already seeded")
             continue
         services.register_partner_key(
             uow, RequestKey(request.scope, request.key + "-key"), partner_code=partner.partner_id,

@@ -100,7 +100,7 @@ def onboard(operator: CoalitionClient, target: str) -> Iterator[Callable[..., Pa
     clients: list[CoalitionClient] = []
 
     def make(
-        *, kind: int = admin_pb.PARTNER_KIND_ONLINE_SHOP, terms: admin_pb.ContractTerms = DEFAULT_TERMS,
+        *, kind: admin_pb.PartnerKind = admin_pb.PARTNER_KIND_ONLINE_SHOP, terms: admin_pb.ContractTerms = DEFAULT_TERMS,
         algorithm: str = "ES256",
     ) -> Partner:  # fmt: skip
         partner_id = f"p-{uuid.uuid4().hex[:12]}"

@@ -47,6 +47,8 @@ class Purchase(Base):
     member_id: Mapped[int] = mapped_column(ForeignKey("members.id"))
     currency: Mapped[str] = mapped_column(String(3))
     total_minor: Mapped[int] = mapped_column(BigInteger)
+    channel: Mapped[str] = mapped_column(String(20))
+    store_id: Mapped[str | None] = mapped_column(String(100))
     contract_version_id: Mapped[int] = mapped_column(ForeignKey("contract_versions.id"))
     earned_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     earn_transaction_id: Mapped[int | None] = mapped_column(ForeignKey("journal_transactions.id"))

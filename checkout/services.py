@@ -108,7 +108,8 @@ class CheckoutService:
                 )  # fmt: skip
                 transaction_id, public_id = posted.transaction_id, posted.public_id
             earned = {"earned_at": session.now, "earn_transaction_id": transaction_id, "points_earned": points,
-                      "total_minor": command.basket.total_minor}  # fmt: skip
+                      "total_minor": command.basket.total_minor, "channel": command.channel,
+                      "store_id": command.store_id or None}  # fmt: skip
             if purchase is None:
                 session.records.insert_purchase(
                     partner_id=partner.partner_id, receipt_id=command.receipt_id, member_id=member.id,
@@ -348,6 +349,7 @@ def _record_redemption(
         session.records.insert_purchase(
             partner_id=partner.partner_id, receipt_id=receipt_id, member_id=member.id,
             currency=version.terms.currency, total_minor=0, contract_version_id=version.id, points_redeemed=points,
+            channel="UNSPECIFIED",
         )  # fmt: skip
     elif purchase.member_id != member.id:
         raise ReceiptMemberMismatch("this receipt belongs to another member")

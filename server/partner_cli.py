@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import getpass
-import os
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +12,7 @@ from loyalty.v1 import partner_admin_service_pb2 as pb
 
 from sdk.client import CoalitionClient, Credentials, error_info
 from sdk.tokens import load_private_key
+from server.config import Settings
 
 KINDS = {"online-shop": pb.PARTNER_KIND_ONLINE_SHOP, "store-chain": pb.PARTNER_KIND_STORE_CHAIN,
          "card-issuer": pb.PARTNER_KIND_CARD_ISSUER, "charity": pb.PARTNER_KIND_CHARITY}  # fmt: skip
@@ -47,8 +47,9 @@ def add_partner_commands(commands: Any) -> None:
 
 
 def _connection_options(parser: argparse.ArgumentParser) -> None:
-    keys_dir = Path(os.environ.get("LOYALTY_KEYS_DIR", "var/keys"))
-    parser.add_argument("--target", default=os.environ.get("LOYALTY_LISTEN_ADDRESS", "127.0.0.1:50051"))
+    settings = Settings.from_environment()
+    keys_dir = Path(settings.keys_dir)
+    parser.add_argument("--target", default=settings.listen_address)
     parser.add_argument("--operator-key", type=Path, default=keys_dir / "operator-demo.pem")
     parser.add_argument("--operator-key-id", default="operator-demo")
     parser.add_argument("--staff-id", default=getpass.getuser(), help="who is acting (token subject)")

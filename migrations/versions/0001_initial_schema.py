@@ -263,6 +263,8 @@ def upgrade() -> None:
     sa.Column('member_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('currency', sa.String(length=3), nullable=False),
     sa.Column('total_minor', sa.BigInteger(), nullable=False),
+    sa.Column('channel', sa.String(length=20), nullable=False),
+    sa.Column('store_id', sa.String(length=100), nullable=True),
     sa.Column('contract_version_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('earned_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('earn_transaction_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),

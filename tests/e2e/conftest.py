@@ -100,9 +100,11 @@ def onboard(operator: CoalitionClient, target: str) -> Iterator[Callable[..., Pa
     clients: list[CoalitionClient] = []
 
     def make(
-        *, kind: admin_pb.PartnerKind = admin_pb.PARTNER_KIND_ONLINE_SHOP, terms: admin_pb.ContractTerms = DEFAULT_TERMS,
+        *,
+        kind: admin_pb.PartnerKind = admin_pb.PARTNER_KIND_ONLINE_SHOP,
+        terms: admin_pb.ContractTerms = DEFAULT_TERMS,
         algorithm: str = "ES256",
-    ) -> Partner:  # fmt: skip
+    ) -> Partner:
         partner_id = f"p-{uuid.uuid4().hex[:12]}"
         operator.partner_admin.CreatePartner(
             admin_pb.CreatePartnerRequest(partner_id=partner_id, display_name=partner_id, kind=kind)

@@ -137,6 +137,20 @@ def test_earn_counts_eligible_lines_less_what_points_paid(uow: UnitOfWork, servi
     )
 
 
+def test_an_in_store_earn_records_its_channel_and_store(
+    uow: UnitOfWork, service: CheckoutService, engine: Engine
+) -> None:
+    partner, receipt_id = create_partner(uow, kind="STORE_CHAIN"), receipt()
+    command = EarnCommand(phone(), receipt_id, Basket("EUR", 1_000), True, channel="IN_STORE", store_id="leeds-01")
+    service.earn_points(partner, key(), command)
+    with engine.connect() as connection:
+        stored = connection.execute(
+            text("SELECT channel, store_id FROM purchases WHERE partner_id = :p AND receipt_id = :r"),
+            {"p": partner.partner_id, "r": receipt_id},
+        ).one()
+    assert tuple(stored) == ("IN_STORE", "leeds-01")
+
+
 def test_unknown_member_earns_only_when_enrolment_is_asked_for(uow: UnitOfWork, service: CheckoutService) -> None:
     partner, member = create_partner(uow), email()
     command = EarnCommand(member, receipt(), Basket("EUR", 2_500))

@@ -67,6 +67,8 @@ _PURCHASE_FOR_UPDATE = (
     .with_for_update()
 )
 _INSERT_PURCHASE = purchases.insert()
+_PURCHASE_DEFAULTS = {"points_earned": 0, "points_redeemed": 0, "returned_minor": 0, "points_reversed": 0,
+                      "points_restored": 0, "channel": "UNSPECIFIED"}  # fmt: skip
 _INSERT_HOLD = holds.insert()
 _MEMBER_FOR_UPDATE = (
     select(
@@ -173,10 +175,12 @@ class CheckoutRepository:
         row = self.connection.execute(_PURCHASE_FOR_UPDATE, {"partner": partner_id, "receipt": receipt_id}).first()
         return PurchaseRow(*row) if row else None
 
+    def insert_purchase_if_new(self, **values: Any) -> bool:
+        """Inserts the purchase unless its receipt is known; True if inserted."""
+        return insert_ignoring_conflict(self.connection, purchases, _PURCHASE_DEFAULTS | values)
+
     def insert_purchase(self, **values: Any) -> None:
-        defaults = {"points_earned": 0, "points_redeemed": 0, "returned_minor": 0, "points_reversed": 0,
-                    "points_restored": 0}  # fmt: skip
-        self.connection.execute(_INSERT_PURCHASE, defaults | values)
+        self.connection.execute(_INSERT_PURCHASE, _PURCHASE_DEFAULTS | values)
 
     def update_purchase(self, purchase_id: int, **values: Any) -> None:
         self.connection.execute(purchases.update().where(purchases.c.id == purchase_id).values(**values))

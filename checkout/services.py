@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from datetime import timedelta
 
 from sqlalchemy import Connection
@@ -93,11 +94,6 @@ class CheckoutService:
             require_currency(command.basket.currency, version.terms)
             found = session.member(command.member, partner.partner_id, enroll=command.enroll_if_unknown)
             member, accounts, is_new = found.row, found.accounts, found.is_new
-            purchase = session.records.purchase_for_update(partner.partner_id, command.receipt_id)
-            if purchase is not None and purchase.earned_at is not None:
-                raise ReceiptAlreadyEarned("this receipt has already earned points", receipt_id=command.receipt_id)
-            if purchase is not None and purchase.member_id != member.id:
-                raise ReceiptMemberMismatch("points on this receipt were redeemed by another member")
             points = points_for_spend(command.basket.eligible_minor, version.terms)
             session.count_issuance(partner.partner_id, version.terms, points)
             transaction_id, public_id, repaid = None, "", 0
@@ -110,13 +106,7 @@ class CheckoutService:
             earned = {"earned_at": session.now, "earn_transaction_id": transaction_id, "points_earned": points,
                       "total_minor": command.basket.total_minor, "channel": command.channel,
                       "store_id": command.store_id or None}  # fmt: skip
-            if purchase is None:
-                session.records.insert_purchase(
-                    partner_id=partner.partner_id, receipt_id=command.receipt_id, member_id=member.id,
-                    currency=version.terms.currency, contract_version_id=version.id, **earned,
-                )  # fmt: skip
-            else:
-                session.records.update_purchase(purchase.id, **earned)
+            _record_earn(session, partner, member, version, command.receipt_id, earned)
             lot = _new_lot(partner, version, session)
             return EarnResult(
                 transaction_id=public_id, member_number=member.member_number, points_earned=points,
@@ -340,6 +330,26 @@ def _spend(
     return posted
 
 
+def _record_earn(
+    session: CheckoutSession, partner: PartnerRef, member: MemberRow, version: ContractVersionView,
+    receipt_id: str, earned: Mapping[str, object],
+) -> None:  # fmt: skip
+    """Records the receipt as earned. Most receipts are new, so insert first and look only on conflict
+    (the whole transaction, earn included, rolls back if the receipt had earned already)."""
+    if session.records.insert_purchase_if_new(
+        partner_id=partner.partner_id, receipt_id=receipt_id, member_id=member.id,
+        currency=version.terms.currency, contract_version_id=version.id, **earned,
+    ):  # fmt: skip
+        return
+    purchase = session.records.purchase_for_update(partner.partner_id, receipt_id)
+    assert purchase is not None
+    if purchase.earned_at is not None:
+        raise ReceiptAlreadyEarned("this receipt has already earned points", receipt_id=receipt_id)
+    if purchase.member_id != member.id:
+        raise ReceiptMemberMismatch("points on this receipt were redeemed by another member")
+    session.records.update_purchase(purchase.id, **earned)
+
+
 def _record_redemption(
     session: CheckoutSession, partner: PartnerRef, member: MemberRow, version: ContractVersionView,
     receipt_id: str, points: int,
@@ -349,7 +359,6 @@ def _record_redemption(
         session.records.insert_purchase(
             partner_id=partner.partner_id, receipt_id=receipt_id, member_id=member.id,
             currency=version.terms.currency, total_minor=0, contract_version_id=version.id, points_redeemed=points,
-            channel="UNSPECIFIED",
         )  # fmt: skip
     elif purchase.member_id != member.id:
         raise ReceiptMemberMismatch("this receipt belongs to another member")

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import Connection, String, Text, select
+from sqlalchemy import Connection, String, Text, bindparam, select
 from sqlalchemy.orm import Mapped, mapped_column
 
 from common import codec
@@ -41,6 +41,11 @@ class IdempotencyRecord(Base):
 
 
 records = table_of(IdempotencyRecord)
+# Every write runs these two, so they are built once.
+_FIND = select(records.c.operation, records.c.request_hash, records.c.outcome, records.c.response_json).where(
+    records.c.principal == bindparam("scope"), records.c.idempotency_key == bindparam("key")
+)
+_INSERT = records.insert()
 
 
 @dataclass(frozen=True)
@@ -90,7 +95,7 @@ def run_once(
         result = work(connection)
         response = codec.dumps(result)
         connection.execute(
-            records.insert().values(**identity, outcome="OK", response_json=response, created_at=uow.clock.now())
+            _INSERT, identity | {"outcome": "OK", "response_json": response, "created_at": uow.clock.now()}
         )
         return Outcome(result, is_replay=False)
 
@@ -117,11 +122,7 @@ def run_once(
 
 
 def _find(connection: Connection, scope: str, key: str) -> _Stored | None:
-    row = connection.execute(
-        select(records.c.operation, records.c.request_hash, records.c.outcome, records.c.response_json).where(
-            records.c.principal == scope, records.c.idempotency_key == key
-        )
-    ).first()
+    row = connection.execute(_FIND, {"scope": scope, "key": key}).first()
     return _Stored(*row) if row else None
 
 

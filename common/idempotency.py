@@ -102,6 +102,12 @@ def run_once(
     try:
         return uow.run(attempt)
     except CoalitionError as error:
+        # A concurrent duplicate may have committed first (its effect is why this one failed, e.g.
+        # the receipt now looks earned): the caller gets that request's answer, as a replay.
+        concurrent = uow.run(lambda connection: _replay_if_stored(connection, scope, key, operation, request_hash,
+                                                                  result_type))  # fmt: skip
+        if concurrent is not None:
+            return concurrent
         if not error.is_business_outcome:
             raise
         # The rejection is an outcome too: store it so that a retry cannot flip it into a success.
@@ -111,14 +117,19 @@ def run_once(
             values = identity | {"outcome": "ERROR", "response_json": rejection, "created_at": uow.clock.now()}
             if insert_ignoring_conflict(connection, records, values):
                 return None
-            stored = _find(connection, scope, key)
-            assert stored is not None
-            return _replay(stored, operation, request_hash, result_type)
+            return _replay_if_stored(connection, scope, key, operation, request_hash, result_type)
 
         concurrent = uow.run(store_rejection)
         if concurrent is not None:
             return concurrent
         raise
+
+
+def _replay_if_stored(
+    connection: Connection, scope: str, key: str, operation: str, request_hash: str, result_type: type[R]
+) -> Outcome[R] | None:
+    stored = _find(connection, scope, key)
+    return None if stored is None else _replay(stored, operation, request_hash, result_type)
 
 
 def _find(connection: Connection, scope: str, key: str) -> _Stored | None:

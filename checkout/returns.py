@@ -22,23 +22,28 @@ def return_purchase(session: CheckoutSession, partner: PartnerRef, command: Retu
     purchase = session.records.purchase_for_update(partner.partner_id, command.receipt_id)
     assert purchase is not None
     returned_total = purchase.returned_minor + _returned_amount(purchase, command)
-    points_reversed = proportional_points(purchase.points_earned, returned_total, purchase.total_minor)
-    points_restored = proportional_points(purchase.points_redeemed, returned_total, purchase.total_minor)
+    # What the returned share calls for so far; never less than what earlier returns already moved.
+    reversed_target = max(
+        proportional_points(purchase.points_earned, returned_total, purchase.total_minor), purchase.points_reversed
+    )
+    restored_target = max(
+        proportional_points(purchase.points_redeemed, returned_total, purchase.total_minor), purchase.points_restored
+    )
     # Refund first, so that points given back can cover the points taken back.
-    refund_id = _refund(session, accounts, member, purchase, points_restored - purchase.points_restored)
+    refund_id, restored = _refund(session, accounts, member, purchase, restored_target - purchase.points_restored)
     accounts = session.ledger_records.lock_member(member.id)
-    reversal_id, debt = _reverse(session, accounts, member, purchase, points_reversed - purchase.points_reversed)
+    reversed_now = reversed_target - purchase.points_reversed
+    reversal_id, debt = _reverse(session, accounts, member, purchase, reversed_now)
     session.records.update_purchase(
         purchase.id,
         returned_minor=returned_total,
-        points_reversed=points_reversed,
-        points_restored=points_restored,
+        points_reversed=reversed_target,
+        points_restored=purchase.points_restored + restored,
     )
     return ReturnResult(
-        member_number=member.member_number, returned_minor_total=returned_total,
-        points_reversed=points_reversed - purchase.points_reversed,
-        points_restored=points_restored - purchase.points_restored, debt_created_points=debt,
-        reversal_transaction_id=reversal_id, refund_transaction_id=refund_id,
+        member_number=member.member_number, returned_minor_total=returned_total, points_reversed=reversed_now,
+        points_restored=restored, debt_created_points=debt, reversal_transaction_id=reversal_id,
+        refund_transaction_id=refund_id,
     )  # fmt: skip
 
 
@@ -69,16 +74,19 @@ def _posting(
 
 def _refund(
     session: CheckoutSession, accounts: MemberAccounts, member: MemberRow, purchase: PurchaseRow, points: int
-) -> str:
+) -> tuple[str, int]:
+    """Gives ``points`` back into the lots the receipt's redemptions used; returns (transaction, points)."""
     if points <= 0:
-        return ""
+        return "", 0
     restore: list[tuple[int, int]] = []
     for lot_id, spent in session.ledger_records.restorable_lots(purchase.partner_id, purchase.receipt_id):
         given = min(spent, points - sum(part for _, part in restore))
         if given > 0:
             restore.append((lot_id, given))
+    if not restore:
+        return "", 0
     posted = session.ledger.refund(accounts, _posting("REDEMPTION_REFUND", session, member, purchase), restore)
-    return posted.public_id
+    return posted.public_id, sum(part for _, part in restore)
 
 
 def _reverse(
@@ -89,10 +97,11 @@ def _reverse(
     earn_lot_id = None
     if purchase.earn_transaction_id is not None:
         earn_lot_id = session.ledger_records.lot_of_transaction(purchase.earn_transaction_id)
+    lots = session.ledger_records.lots_with_points(member.id)
+    spendable = sum(lot.remaining_points for lot in lots if lot.is_spendable(session.now))
     posting = _posting("EARN_REVERSAL", session, member, purchase, purchase.earn_transaction_id)
     posted, debt = session.ledger.reverse_earn(
-        accounts, posting, points, issuer_partner_id=purchase.partner_id, earn_lot_id=earn_lot_id,
-        other_lots=session.ledger_records.lots_with_points(member.id),
-        other_lots_limit=session.spendable_points(member.id),
+        accounts, posting, points, issuer_partner_id=purchase.partner_id, earn_lot_id=earn_lot_id, lots=lots,
+        spendable_budget=spendable - session.records.held_points(member.id, session.now),
     )  # fmt: skip
     return posted.public_id, debt

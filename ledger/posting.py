@@ -108,22 +108,22 @@ class Ledger:
         *,
         issuer_partner_id: int | None,
         earn_lot_id: int | None,
-        other_lots: list[LotBalance],
-        other_lots_limit: int,
+        lots: list[LotBalance],
+        spendable_budget: int,
     ) -> tuple[Posted, int]:
-        """Takes back earned points: from their own lot, then other spendable lots, the rest as debt.
+        """Takes back earned points; what the member cannot cover becomes an explicit debt.
 
-        Returns the posted transaction and the debt it created.
+        The earn's own lot goes first. Points that cannot be spent now (still pending) are taken
+        freely; spendable points only up to ``spendable_budget`` (available less open holds), so a
+        return never takes points an open hold has reserved. Returns the posting and the debt.
         """
-        taken: list[tuple[int, int]] = []
-        if earn_lot_id is not None:
-            from_own_lot = min(points, self.repository.lot_remaining(earn_lot_id))
-            taken.append((earn_lot_id, from_own_lot))
-        still_needed = points - sum(points_taken for _, points_taken in taken)
-        others = [lot for lot in other_lots if lot.lot_id != earn_lot_id]
-        taken += plan_up_to(others, min(still_needed, max(other_lots_limit, 0)), self.recorded_at)
-        taken = [(lot_id, points_taken) for lot_id, points_taken in taken if points_taken > 0]
-        from_balance = sum(points_taken for _, points_taken in taken)
+        taken = _take_from_own_lot(lots, earn_lot_id, points, spendable_budget, self.recorded_at)
+        from_own_spendable = sum(part for lot_id, part in taken if _is_spendable(lots, lot_id, self.recorded_at))
+        budget = max(spendable_budget - from_own_spendable, 0)
+        still_needed = points - sum(part for _, part in taken)
+        others = [lot for lot in lots if lot.lot_id != earn_lot_id]
+        taken += plan_up_to(others, min(still_needed, budget), self.recorded_at)
+        from_balance = sum(part for _, part in taken)
         debt = points - from_balance
         issued_account = self.repository.account_id("PARTNER_ISSUED", _owner(issuer_partner_id))
         posted = self._post(
@@ -132,8 +132,8 @@ class Ledger:
             [(member.points_account_id, DEBIT, from_balance), (member.debt_account_id, DEBIT, debt),
              (issued_account, CREDIT, points)],
         )  # fmt: skip
-        self.repository.change_lots([(lot_id, -points_taken) for lot_id, points_taken in taken])
-        self._movements(posted, "REVERSED", [(lot_id, -points_taken) for lot_id, points_taken in taken])
+        self.repository.change_lots([(lot_id, -part) for lot_id, part in taken])
+        self._movements(posted, "REVERSED", [(lot_id, -part) for lot_id, part in taken])
         self.repository.change_member_balance(member.member_id, -from_balance, debt)
         return posted, debt
 
@@ -173,6 +173,21 @@ class Ledger:
                 if delta != 0
             ]
         )
+
+
+def _is_spendable(lots: list[LotBalance], lot_id: int, now: datetime) -> bool:
+    return any(lot.lot_id == lot_id and lot.is_spendable(now) for lot in lots)
+
+
+def _take_from_own_lot(
+    lots: list[LotBalance], earn_lot_id: int | None, points: int, spendable_budget: int, now: datetime
+) -> list[tuple[int, int]]:
+    own = next((lot for lot in lots if lot.lot_id == earn_lot_id), None)
+    if own is None:
+        return []
+    limit = own.remaining_points if not own.is_spendable(now) else min(own.remaining_points, spendable_budget)
+    take = min(points, max(limit, 0))
+    return [(own.lot_id, take)] if take > 0 else []
 
 
 def _owner(partner_id: int | None) -> int:

@@ -154,9 +154,6 @@ class LedgerRepository:
         ).scalar()
         return int(lot_id) if lot_id is not None else None
 
-    def lot_remaining(self, lot_id: int) -> int:
-        return int(self.connection.execute(select(lots.c.remaining_points).where(lots.c.id == lot_id)).scalar_one())
-
     def insert_transaction(self, **values: Any) -> int:
         return inserted_id(self.connection.execute(_INSERT_TRANSACTION, values))
 

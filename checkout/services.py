@@ -114,10 +114,7 @@ class CheckoutService:
                 contract_version=version.version, is_newly_enrolled=is_new,
             )  # fmt: skip
 
-        return run_once(
-            self.uow, scope=partner.idempotency_scope, key=request_id, operation="EarnPoints",
-            command=command, result_type=EarnResult, work=work,
-        )  # fmt: skip
+        return run_once(self.uow, partner.request(request_id), "EarnPoints", command, EarnResult, work)
 
     def hold_points(self, partner: PartnerRef, request_id: str, command: HoldCommand) -> Outcome[HoldView]:
         """Reserves points for an open basket until captured, released or expired."""
@@ -140,10 +137,7 @@ class CheckoutService:
             )  # fmt: skip
             return _hold_view(session, session.records.hold_by_id(hold_id), member, version)
 
-        return run_once(
-            self.uow, scope=partner.idempotency_scope, key=request_id, operation="HoldPoints",
-            command=command, result_type=HoldView, work=work,
-        )  # fmt: skip
+        return run_once(self.uow, partner.request(request_id), "HoldPoints", command, HoldView, work)
 
     def capture_hold(self, partner: PartnerRef, request_id: str, command: CaptureCommand) -> Outcome[CaptureResult]:
         """Spends all or part of a hold; the rest is released."""
@@ -169,10 +163,7 @@ class CheckoutService:
                 value_minor=value_of_points_minor(points, version.terms), points_released=hold.points - points,
             )  # fmt: skip
 
-        return run_once(
-            self.uow, scope=partner.idempotency_scope, key=request_id, operation="CaptureHold",
-            command=command, result_type=CaptureResult, work=work,
-        )  # fmt: skip
+        return run_once(self.uow, partner.request(request_id), "CaptureHold", command, CaptureResult, work)
 
     def release_hold(self, partner: PartnerRef, request_id: str, command: ReleaseCommand) -> Outcome[HoldView]:
         def work(connection: Connection) -> HoldView:
@@ -183,10 +174,7 @@ class CheckoutService:
                 raise HoldAlreadyResolved("the hold was resolved by another request")
             return _hold_view(session, session.records.hold_by_id(hold.id), member, version)
 
-        return run_once(
-            self.uow, scope=partner.idempotency_scope, key=request_id, operation="ReleaseHold",
-            command=command, result_type=HoldView, work=work,
-        )  # fmt: skip
+        return run_once(self.uow, partner.request(request_id), "ReleaseHold", command, HoldView, work)
 
     def redeem_points(self, partner: PartnerRef, request_id: str, command: RedeemCommand) -> Outcome[RedeemResult]:
         """One-step redemption for simple integrations: hold and capture at once."""
@@ -206,10 +194,7 @@ class CheckoutService:
                 contract_version=version.version,
             )  # fmt: skip
 
-        return run_once(
-            self.uow, scope=partner.idempotency_scope, key=request_id, operation="RedeemPoints",
-            command=command, result_type=RedeemResult, work=work,
-        )  # fmt: skip
+        return run_once(self.uow, partner.request(request_id), "RedeemPoints", command, RedeemResult, work)
 
     def return_purchase(self, partner: PartnerRef, request_id: str, command: ReturnCommand) -> Outcome[ReturnResult]:
         """A full or partial return of a receipt."""
@@ -219,10 +204,7 @@ class CheckoutService:
             session.terms(partner.partner_id)  # the partner must be active
             return return_purchase(session, partner, command)
 
-        return run_once(
-            self.uow, scope=partner.idempotency_scope, key=request_id, operation="ReturnPurchase",
-            command=command, result_type=ReturnResult, work=work,
-        )  # fmt: skip
+        return run_once(self.uow, partner.request(request_id), "ReturnPurchase", command, ReturnResult, work)
 
     def enroll_member(self, partner: PartnerRef, request_id: str, command: EnrollCommand) -> Outcome[MemberView]:
         """Enrols a member by phone or email, or links the existing member to this partner."""
@@ -233,10 +215,7 @@ class CheckoutService:
             found = session.member(command.member, partner.partner_id, enroll=True)
             return _member_view(session, found.row, is_newly_enrolled=found.is_new)
 
-        return run_once(
-            self.uow, scope=partner.idempotency_scope, key=request_id, operation="EnrollMember",
-            command=command, result_type=MemberView, work=work,
-        )  # fmt: skip
+        return run_once(self.uow, partner.request(request_id), "EnrollMember", command, MemberView, work)
 
     def get_balance(self, partner: PartnerRef, identifier: MemberIdentifier) -> BalanceView:
         def work(connection: Connection) -> BalanceView:

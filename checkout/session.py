@@ -10,6 +10,7 @@ from sqlalchemy import Connection
 from checkout.commands import BalanceView, Basket
 from checkout.errors import CurrencyMismatch, DailyIssuanceCapExceeded, TransactionLimitExceeded
 from checkout.repository import CheckoutRepository
+from common.idempotency import RequestKey
 from ledger.posting import Ledger
 from ledger.repository import LedgerRepository, MemberAccounts
 from members.identifiers import IdentifierKind, MemberIdentifier, lookup_hash, normalise
@@ -46,6 +47,9 @@ class PartnerRef:
 
     partner_id: int
     idempotency_scope: str
+
+    def request(self, request_id: str) -> RequestKey:
+        return RequestKey(self.idempotency_scope, request_id)
 
 
 class CheckoutSession:

@@ -74,15 +74,18 @@ class _Stored:
 
 def run_once(
     uow: UnitOfWork,
-    *,
-    scope: str,
-    key: str,
+    request: RequestKey,
     operation: str,
     command: Any,
     result_type: type[R],
     work: Callable[[Connection], R],
 ) -> Outcome[R]:
-    """Runs ``work`` at most once per (scope, key); a retry gets the stored result or error back."""
+    """Runs ``work`` at most once per request key; a retry gets the stored result or error back.
+
+    ``command`` is what the caller asked for (hashed to tell a retry from a different request) and
+    ``result_type`` the dataclass the stored answer is read back into.
+    """
+    scope, key = request.scope, request.key
     if not key or len(key) > MAX_KEY_LENGTH or not key.isprintable():
         raise InvalidIdempotencyKey(f"request_id is required: 1 to {MAX_KEY_LENGTH} printable characters")
     request_hash = codec.fingerprint([operation, command])

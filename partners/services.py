@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from datetime import datetime
-from typing import TypeVar
 
 from sqlalchemy import Connection
 
@@ -16,8 +14,6 @@ from common.uow import UnitOfWork
 from partners.keys import load_public_key
 from partners.rates import ContractTerms, ContractVersionView
 from partners.repository import PartnerKeyView, PartnerRepository, PartnerView
-
-T = TypeVar("T")
 
 PARTNER_KINDS = frozenset({"ONLINE_SHOP", "STORE_CHAIN", "CARD_ISSUER", "CHARITY"})
 _PARTNER_CODE = re.compile(r"^[a-z][a-z0-9-]{1,62}$")
@@ -79,7 +75,7 @@ def create_partner(
         return _require(repository.by_id(partner_id), partner_code)
 
     command = {"partner_id": partner_code, "display_name": display_name, "kind": kind}
-    return _once(uow, request, "CreatePartner", command, PartnerView, work)
+    return run_once(uow, request, "CreatePartner", command, PartnerView, work)
 
 
 def get_partner(uow: UnitOfWork, partner_code: str) -> PartnerView:
@@ -104,7 +100,7 @@ def set_partner_suspended(
         return _require(repository.by_id(partner.id), partner_code)
 
     operation = "SuspendPartner" if is_suspended else "ReactivatePartner"
-    return _once(uow, request, operation, {"partner_id": partner_code}, PartnerView, work)
+    return run_once(uow, request, operation, {"partner_id": partner_code}, PartnerView, work)
 
 
 def register_partner_key(
@@ -128,7 +124,7 @@ def register_partner_key(
         return _require_key(repository.key(key_id), key_id)
 
     command = {"partner_id": partner_code, "key_id": key_id, "public_key_pem": public_key_pem}
-    return _once(uow, request, "RegisterPartnerKey", command, PartnerKeyView, work)
+    return run_once(uow, request, "RegisterPartnerKey", command, PartnerKeyView, work)
 
 
 def revoke_partner_key(
@@ -144,7 +140,7 @@ def revoke_partner_key(
         return _require_key(repository.key(key_id), key_id)
 
     command = {"partner_id": partner_code, "key_id": key_id}
-    return _once(uow, request, "RevokePartnerKey", command, PartnerKeyView, work)
+    return run_once(uow, request, "RevokePartnerKey", command, PartnerKeyView, work)
 
 
 def list_partner_keys(uow: UnitOfWork, partner_code: str, *, page_size: int, page_token: str) -> Page[PartnerKeyView]:
@@ -189,7 +185,7 @@ def create_contract_version(
         return repository.version_by_id(version_id)
 
     command = {"partner_id": partner_code, "terms": terms, "effective_from": effective_from}
-    return _once(uow, request, "CreateContractVersion", command, ContractVersionView, work)
+    return run_once(uow, request, "CreateContractVersion", command, ContractVersionView, work)
 
 
 def list_contract_versions(
@@ -218,20 +214,6 @@ def partner_terms_in_force(connection: Connection, partner_id: int, at: datetime
     if not partner.is_active:
         raise PartnerSuspended(f"partner {partner.partner_code} is suspended")
     raise NoContractInForce(f"partner {partner.partner_code} has no contract in force")
-
-
-def _once(
-    uow: UnitOfWork,
-    request: RequestKey,
-    operation: str,
-    command: object,
-    result_type: type[T],
-    work: Callable[[Connection], T],
-) -> Outcome[T]:
-    return run_once(
-        uow, scope=request.scope, key=request.key, operation=operation, command=command,
-        result_type=result_type, work=work,
-    )  # fmt: skip
 
 
 def _require(partner: PartnerView | None, partner_code: str) -> PartnerView:

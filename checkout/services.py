@@ -40,7 +40,7 @@ from checkout.errors import (
     ReceiptMemberMismatch,
     TransactionLimitExceeded,
 )
-from checkout.repository import HoldRow
+from checkout.repository import CheckoutRepository, HoldRow
 from checkout.returns import return_purchase
 from checkout.session import CheckoutSession, CheckoutSettings, PartnerRef, require_basket, require_currency
 from common.idempotency import Outcome, run_once
@@ -234,9 +234,19 @@ class CheckoutService:
         return self.uow.run(work)
 
     def expire_holds(self, *, batch_size: int = 500) -> int:
-        """Marks holds past their time as EXPIRED (they already stopped counting when they lapsed)."""
-        return self.uow.run(lambda connection: self._session(connection).records.expire_holds(
-            self.uow.clock.now(), batch_size))  # fmt: skip
+        """Marks every hold past its time as EXPIRED, a batch per transaction.
+
+        Lapsed holds already stopped counting when they lapsed; this only records it.
+        """
+        def expire_batch(connection: Connection) -> int:
+            return CheckoutRepository(connection).expire_holds(self.uow.clock.now(), batch_size)
+
+        expired = 0
+        while True:
+            batch = self.uow.run(expire_batch)
+            expired += batch
+            if batch < batch_size:
+                return expired
 
 
 def _require_positive(points: int) -> None:
@@ -351,10 +361,12 @@ def _open_hold(
     hold = session.records.hold(hold_id, partner.partner_id)
     if hold is None:
         raise HoldNotFound("no such hold", hold_id=hold_id)
+    # A lapsed hold is expired whether or not the sweep has marked it yet: the answer must not depend
+    # on when a background job last ran.
+    if hold.status == "EXPIRED" or (hold.status == "HELD" and hold.expires_at <= session.now):
+        raise HoldExpired("the hold expired and its points were released")
     if hold.status != "HELD":
         raise HoldAlreadyResolved(f"the hold is already {hold.status.lower()}", status=hold.status)
-    if hold.expires_at <= session.now:
-        raise HoldExpired("the hold expired and its points were released")
     member = session.members.find_by_id(hold.member_id)
     if member is None:
         raise MemberNotFound("the hold's member no longer exists")

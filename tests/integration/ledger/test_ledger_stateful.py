@@ -269,10 +269,11 @@ class ReferenceLedger:
         self.holds.append(hold)
 
     def open_hold(self, hold: HoldModel, now: datetime) -> None:
+        # Expired is expired, whether or not a sweep has marked the hold yet.
+        if hold.status == "EXPIRED" or (hold.status == "HELD" and hold.expires_at <= now):
+            raise Rejected(HoldExpired)
         if hold.status != "HELD":
             raise Rejected(HoldAlreadyResolved)
-        if hold.expires_at <= now:
-            raise Rejected(HoldExpired)
 
     def capture(self, hold: HoldModel, points: int, now: datetime) -> int:
         """The points captured (0 asks for the whole hold)."""

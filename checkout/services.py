@@ -238,6 +238,7 @@ class CheckoutService:
 
         Lapsed holds already stopped counting when they lapsed; this only records it.
         """
+
         def expire_batch(connection: Connection) -> int:
             return CheckoutRepository(connection).expire_holds(self.uow.clock.now(), batch_size)
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import random
 import threading
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -22,6 +21,7 @@ from grpc_health.v1 import health_pb2
 from loyalty.v1 import checkout_service_pb2 as pb
 
 from bench.cpu import process_cpu_seconds
+from common.ids import new_id
 from sdk.tokens import SigningKey, load_private_key, sign_request_token
 
 CHECKOUT = "/loyalty.v1.CheckoutService/"
@@ -114,7 +114,7 @@ class Caller:
     def earn(self) -> None:
         total_minor = random.randrange(500, 20_000)
         request = pb.EarnPointsRequest(
-            request_id=uuid.uuid4().hex, member=self._member(), receipt_id=f"R-{uuid.uuid4().hex}",
+            request_id=new_id(), member=self._member(), receipt_id=f"R-{new_id()}",
             channel=pb.CHANNEL_IN_STORE, store_id="bench-01",
             basket=pb.Basket(currency_code="EUR", total_minor=total_minor),
         )  # fmt: skip
@@ -124,12 +124,12 @@ class Caller:
         hold = self._call(
             "HoldPoints",
             pb.HoldPointsRequest(
-                request_id=uuid.uuid4().hex, member=self._member(), points=1, ttl_seconds=300, currency_code="EUR"
+                request_id=new_id(), member=self._member(), points=1, ttl_seconds=300, currency_code="EUR"
             ),
             pb.HoldPointsResponse,
         )
         hold_id = hold.hold.hold_id
-        self._call("CaptureHold", pb.CaptureHoldRequest(request_id=uuid.uuid4().hex, hold_id=hold_id),
+        self._call("CaptureHold", pb.CaptureHoldRequest(request_id=new_id(), hold_id=hold_id),
                    pb.CaptureHoldResponse)  # fmt: skip
 
 

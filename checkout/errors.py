@@ -11,6 +11,10 @@ class InvalidPoints(InvalidArgument):
     reason = "INVALID_POINTS"
 
 
+class InvalidHoldTtl(InvalidArgument):
+    reason = "INVALID_HOLD_TTL"
+
+
 class CurrencyMismatch(InvalidArgument):
     reason = "CURRENCY_MISMATCH"
 

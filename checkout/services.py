@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import Connection
 
@@ -35,6 +34,7 @@ from checkout.errors import (
     HoldExpired,
     HoldNotFound,
     InsufficientPoints,
+    InvalidHoldTtl,
     InvalidPoints,
     ReceiptAlreadyEarned,
     ReceiptMemberMismatch,
@@ -44,6 +44,7 @@ from checkout.repository import CheckoutRepository, HoldRow
 from checkout.returns import return_purchase
 from checkout.session import CheckoutSession, CheckoutSettings, PartnerRef, require_basket, require_currency
 from common.idempotency import Outcome, run_once
+from common.ids import new_id
 from common.uow import UnitOfWork
 from ledger.lots import plan_consumption
 from ledger.posting import NewLot, Posted, Posting
@@ -121,19 +122,20 @@ class CheckoutService:
         _require_positive(command.points)
         ttl_seconds = command.ttl_seconds or self.settings.default_hold_ttl_seconds
         if not 0 < ttl_seconds <= self.settings.max_hold_ttl_seconds:
-            raise InvalidPoints(f"ttl_seconds must be between 1 and {self.settings.max_hold_ttl_seconds}")
+            raise InvalidHoldTtl(f"ttl_seconds must be between 1 and {self.settings.max_hold_ttl_seconds}")
 
         def work(connection: Connection) -> HoldView:
             session = self._session(connection)
             version = session.terms(partner.partner_id)
             require_currency(command.currency, version.terms)
             member = session.member(command.member, partner.partner_id).row
-            _check_spend(session, version, member, command.points, command.basket_total_minor)
+            expires_at = session.now + timedelta(seconds=ttl_seconds)
+            # Only points that outlive the hold can back it: a capture must not find them expired.
+            _check_spend(session, version, member, command.points, command.basket_total_minor, live_until=expires_at)
             hold_id = session.records.insert_hold(
-                public_id=_new_public_id(), partner_id=partner.partner_id, member_id=member.id,
+                public_id=new_id(), partner_id=partner.partner_id, member_id=member.id,
                 contract_version_id=version.id, points=command.points, captured_points=0, status="HELD",
-                receipt_id=command.receipt_id or None, created_at=session.now,
-                expires_at=session.now + timedelta(seconds=ttl_seconds),
+                receipt_id=command.receipt_id or None, created_at=session.now, expires_at=expires_at,
             )  # fmt: skip
             return _hold_view(session, session.records.hold_by_id(hold_id), member, version)
 
@@ -151,6 +153,8 @@ class CheckoutService:
             if points > hold.points:
                 raise CaptureExceedsHold(f"cannot capture {points} of a {hold.points}-point hold")
             accounts = session.ledger_records.lock_member(member.id)
+            if hold.expires_at <= self.uow.clock.now():  # it may have lapsed while we waited for the lock
+                raise HoldExpired("the hold expired and its points were released")
             posted = _spend(session, accounts, member, partner, version, points, hold.receipt_id, hold.id)
             if not session.records.resolve_hold(
                 hold.id, status="CAPTURED", now=session.now, captured_points=points,
@@ -255,10 +259,6 @@ def _require_positive(points: int) -> None:
         raise InvalidPoints("points must be positive")
 
 
-def _new_public_id() -> str:
-    return uuid.uuid4().hex
-
-
 def _posting(
     kind: str, member: MemberRow, partner: PartnerRef, version: ContractVersionView, session: CheckoutSession,
     receipt_id: str | None, basket: Basket | None = None,
@@ -285,6 +285,8 @@ def _check_spend(
     member: MemberRow,
     points: int,
     basket_total_minor: int,
+    *,
+    live_until: datetime | None = None,
 ) -> None:
     """The contract's limits and the member's available points allow spending ``points``."""
     terms = version.terms
@@ -299,7 +301,7 @@ def _check_spend(
         )
     if basket_total_minor and points > (by_basket := max_points_for_basket(basket_total_minor, terms)):
         raise BasketShareExceeded(f"at most {by_basket} points can pay for this basket", limit=by_basket)
-    available = session.spendable_points(member.id)
+    available = session.spendable_points(member.id, live_until=live_until)
     if points > available:
         raise InsufficientPoints(f"{points} points requested, {available} available", available=available)
 

@@ -94,11 +94,10 @@ class CheckoutSession:
             raise MemberNotFound("no member has that identifier")
         return member
 
-    def spendable_points(self, member_id: int, *, excluding_hold_id: int | None = None) -> int:
-        """Available points: spendable lots less open holds."""
-        summary = self.ledger_records.lot_summary(member_id, self.now, self.now)
-        held = self.records.held_points(member_id, self.now, excluding_hold_id=excluding_hold_id)
-        return max(summary.spendable - held, 0)
+    def spendable_points(self, member_id: int, *, live_until: datetime | None = None) -> int:
+        """Available points less open holds; with ``live_until``, only points that live that long."""
+        spendable = self.ledger_records.spendable(member_id, self.now, live_until or self.now)
+        return max(spendable - self.records.held_points(member_id, self.now), 0)
 
     def balance(self, member: MemberRow, accounts: MemberAccounts | None = None) -> BalanceView:
         until = self.now + timedelta(days=self.settings.expiring_soon_days)

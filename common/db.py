@@ -68,6 +68,7 @@ def create_engine(url: str, *, pool_size: int = 10, statement_timeout_ms: int = 
             connect_args={"check_same_thread": False, "timeout": statement_timeout_ms / 1000},
             pool_size=pool_size,
             max_overflow=0,
+            hide_parameters=True,  # bound values (receipts, member ids) must not reach logs
         )
         _configure_sqlite(engine, busy_timeout_ms=statement_timeout_ms)
         return engine
@@ -78,6 +79,7 @@ def create_engine(url: str, *, pool_size: int = 10, statement_timeout_ms: int = 
         pool_timeout=statement_timeout_ms / 1000,
         connect_args={"options": f"-c statement_timeout={statement_timeout_ms} -c lock_timeout={statement_timeout_ms}"},
         isolation_level="READ COMMITTED",
+        hide_parameters=True,  # bound values (receipts, member ids) must not reach logs
     )
 
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
+from common.ids import new_id
 from ledger.lots import LotBalance, plan_up_to
 from ledger.repository import LedgerRepository, MemberAccounts
 
@@ -143,7 +143,7 @@ class Ledger:
         credits = sum(amount for _, side, amount in lines if side == CREDIT)
         if debits != credits or debits != points:
             raise AssertionError(f"unbalanced posting: {debits} debit, {credits} credit, {points} points")
-        public_id = uuid.uuid4().hex
+        public_id = new_id()
         transaction_id = self.repository.insert_transaction(
             public_id=public_id, points=points, recorded_at=self.recorded_at, **vars(posting)
         )

@@ -47,6 +47,12 @@ _LOT_SUMMARY = select(
         0,
     ),
 ).where(lots.c.member_id == bindparam("member"), lots.c.remaining_points > 0)
+_SPENDABLE = select(func.coalesce(func.sum(lots.c.remaining_points), 0)).where(
+    lots.c.member_id == bindparam("member"),
+    lots.c.remaining_points > 0,
+    lots.c.available_at <= bindparam("now"),
+    lots.c.expires_at > bindparam("live_until"),
+)
 _INSERT_TRANSACTION = transactions.insert()
 _INSERT_ENTRIES = entries.insert()
 _INSERT_LOT = lots.insert()
@@ -143,6 +149,11 @@ class LedgerRepository:
 
     def lots_with_points(self, member_id: int) -> list[LotBalance]:
         return [LotBalance(*row) for row in self.connection.execute(_LOTS_WITH_POINTS, {"member": member_id})]
+
+    def spendable(self, member_id: int, now: datetime, live_until: datetime) -> int:
+        """Points of lots available now that are still unexpired at ``live_until``."""
+        parameters = {"member": member_id, "now": now, "live_until": live_until}
+        return int(self.connection.execute(_SPENDABLE, parameters).scalar_one())
 
     def lot_summary(self, member_id: int, now: datetime, soon: datetime) -> LotSummary:
         row = self.connection.execute(_LOT_SUMMARY, {"member": member_id, "now": now, "soon": soon}).one()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import random
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +21,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from loyalty.v1 import checkout_service_pb2, partner_admin_service_pb2
 
+from common.ids import new_id
 from sdk.tokens import TYP_OPERATOR, TYP_PARTNER, SigningKey, sign_request_token
 
 RETRYABLE_CODES = frozenset(
@@ -90,7 +90,7 @@ class CoalitionClient:
     def call(self, method: str, request: Message, response_type: type[Message]) -> Any:
         """One RPC with signing, a deadline and safe retries."""
         if "request_id" in request.DESCRIPTOR.fields_by_name and not getattr(request, "request_id"):  # noqa: B009
-            request = _with_request_id(request, uuid.uuid4().hex)
+            request = _with_request_id(request, new_id())
         body = request.SerializeToString()
         stub = self.channel.unary_unary(
             method, request_serializer=_raw_bytes, response_deserializer=response_type.FromString

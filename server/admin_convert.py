@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from decimal import Decimal, InvalidOperation
+from typing import Any, TypeVar
 
 from loyalty.v1 import partner_admin_service_pb2 as pb
 
 from partners.rates import Billing, ContractTerms, ContractVersionView, InvalidContractTerms, Rounding
 from partners.repository import PartnerKeyView, PartnerView
-from server.convert import timestamp
+from server.convert import UnknownEnumValue, timestamp
+
+T = TypeVar("T")
 
 _KINDS = {
     pb.PARTNER_KIND_ONLINE_SHOP: "ONLINE_SHOP",
@@ -36,6 +39,13 @@ _BILLING_VALUES = {
     Billing.ON_ISSUANCE: pb.BILLING_MODE_ON_ISSUANCE,
     Billing.ON_REDEMPTION: pb.BILLING_MODE_ON_REDEMPTION,
 }
+
+
+def _known(mapping: dict[Any, T], value: int, field: str) -> T:
+    # proto3 enums are open: a newer client may send a number this server does not know.
+    if value not in mapping:
+        raise UnknownEnumValue(f"{field} {value} is not a known value", field=field)
+    return mapping[value]
 
 
 def partner_kind(value: pb.PartnerKind) -> str:
@@ -78,8 +88,8 @@ def contract_terms(message: pb.ContractTerms) -> ContractTerms:
         redeem_value=_decimal(message.redeem_value, "redeem_value") or Decimal(0),
         issuance_price=_decimal(message.issuance_price, "issuance_price") or Decimal(0),
         reimbursement_rate=_decimal(message.reimbursement_rate, "reimbursement_rate") or Decimal(0),
-        earn_rounding=_ROUNDING[message.earn_rounding],
-        billing=_BILLING[message.billing],
+        earn_rounding=_known(_ROUNDING, message.earn_rounding, "earn_rounding"),
+        billing=_known(_BILLING, message.billing, "billing"),
         pending_days=message.pending_days,
         max_points_per_transaction=message.max_points_per_transaction or None,
         daily_issuance_cap=message.daily_issuance_cap or None,

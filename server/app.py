@@ -28,7 +28,7 @@ from common.uow import UnitOfWork
 from server import metrics
 from server.auth_stores import PartnerKeySource, load_operator_keys
 from server.config import Settings
-from server.interceptors import AuthInterceptor, ErrorInterceptor, MetricsInterceptor
+from server.interceptors import AuthInterceptor, ErrorInterceptor, MetricsInterceptor, PanGuardInterceptor
 from server.servicers.checkout import CheckoutServicer
 from server.servicers.partner_admin import PartnerAdminServicer
 
@@ -137,7 +137,7 @@ def create_server(app: Application, address: str | None = None) -> RunningServer
     settings = app.settings
     server = grpc.server(
         ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="rpc"),
-        interceptors=[MetricsInterceptor(), ErrorInterceptor(), AuthInterceptor(app.verifier)],
+        interceptors=[MetricsInterceptor(), ErrorInterceptor(), AuthInterceptor(app.verifier), PanGuardInterceptor()],
         maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
         options=[
             ("grpc.max_receive_message_length", settings.max_message_bytes),

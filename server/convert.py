@@ -29,6 +29,10 @@ class MissingField(InvalidArgument):
     reason = "MISSING_FIELD"
 
 
+class UnknownEnumValue(InvalidArgument):
+    reason = "UNKNOWN_ENUM_VALUE"
+
+
 def timestamp(value: datetime) -> Timestamp:
     stamp = Timestamp()
     stamp.FromDatetime(value)
@@ -67,9 +71,16 @@ def earn_command(request: pb.EarnPointsRequest) -> commands.EarnCommand:
         receipt_id=require_text(request.receipt_id, "receipt_id"),
         basket=basket(request.basket),
         enroll_if_unknown=request.enroll_if_unknown,
-        channel=pb.Channel.Name(request.channel).removeprefix("CHANNEL_"),
+        channel=_channel(request.channel),
         store_id=request.store_id,
     )
+
+
+def _channel(value: int) -> str:
+    # proto3 enums are open: a newer client may send a number this server does not know.
+    if value not in pb.Channel.values():
+        raise UnknownEnumValue(f"channel {value} is not a known Channel", field="channel")
+    return pb.Channel.Name(value).removeprefix("CHANNEL_")
 
 
 def hold_command(request: pb.HoldPointsRequest) -> commands.HoldCommand:

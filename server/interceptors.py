@@ -1,4 +1,4 @@
-"""Interceptors: metrics and access logs (outermost), error translation, then authentication."""
+"""Interceptors: metrics and access logs (outermost), error translation, authentication, the PAN guard."""
 
 from __future__ import annotations
 
@@ -9,10 +9,13 @@ from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 import grpc
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import Message
 
 from auth.principal import Principal
 from auth.tokens import TokenVerifier
 from common.errors import Unauthenticated
+from common.pan import refuse_pan
 from server import metrics
 from server.errors import status_for_exception
 
@@ -31,6 +34,13 @@ else:
     _ServerInterceptor = grpc.ServerInterceptor
 
 Behavior = Callable[[Any, grpc.ServicerContext], Any]
+
+
+def _refuse_streaming(_request: Any, context: grpc.ServicerContext) -> Any:
+    context.abort(grpc.StatusCode.UNIMPLEMENTED, "streaming calls are not served yet")
+
+
+_REFUSE_STREAMING = grpc.stream_stream_rpc_method_handler(_refuse_streaming)
 
 
 def current_principal() -> Principal:
@@ -103,6 +113,33 @@ class ErrorInterceptor(_ServerInterceptor):
         return handler._replace(unary_unary=translated)
 
 
+class PanGuardInterceptor(_ServerInterceptor):
+    """Refuses any request with a card number in any text field, before it reaches a service."""
+
+    def intercept_service(self, continuation: Any, details: grpc.HandlerCallDetails) -> Any:
+        handler = _unary(continuation, details)
+        if handler is None or details.method.startswith(UNAUTHENTICATED_PREFIXES):
+            return continuation(details)
+        behavior: Behavior = handler.unary_unary
+
+        def guarded(request: Message, context: grpc.ServicerContext) -> Any:
+            _refuse_pans(request, "")
+            return behavior(request, context)
+
+        return handler._replace(unary_unary=guarded)
+
+
+def _refuse_pans(message: Message, prefix: str) -> None:
+    for field, value in message.ListFields():
+        name = prefix + field.name
+        values = value if field.is_repeated else [value]
+        for item in values:
+            if field.type == FieldDescriptor.TYPE_STRING:
+                refuse_pan(name, item)
+            elif field.type == FieldDescriptor.TYPE_MESSAGE:
+                _refuse_pans(item, name + ".")
+
+
 class AuthInterceptor(_ServerInterceptor):
     """Verifies the bearer token against the raw request bytes before the request is parsed."""
 
@@ -114,7 +151,8 @@ class AuthInterceptor(_ServerInterceptor):
             return continuation(details)
         handler = _unary(continuation, details)
         if handler is None:
-            return continuation(details)
+            # Fail closed: a streaming method added later is refused until it is authenticated here.
+            return None if continuation(details) is None else _REFUSE_STREAMING
         behavior: Behavior = handler.unary_unary
         deserialize: Callable[[bytes], Any] = handler.request_deserializer
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 import uuid
 from dataclasses import replace
@@ -32,8 +33,12 @@ def request_key(scope: str = "operator:tests") -> RequestKey:
     return RequestKey(scope, uuid.uuid4().hex)
 
 
+# Sequential from a random start: random numbers alone collide across a full run (birthday odds).
+_phone_numbers = itertools.count(random.randrange(10**7))
+
+
 def phone() -> MemberIdentifier:
-    return MemberIdentifier(IdentifierKind.PHONE, f"+4477{random.randrange(10**8):08d}")
+    return MemberIdentifier(IdentifierKind.PHONE, f"+4477{next(_phone_numbers):08d}")
 
 
 def email() -> MemberIdentifier:

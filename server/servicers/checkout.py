@@ -37,35 +37,41 @@ class CheckoutServicer(checkout_service_pb2_grpc.CheckoutServiceServicer):
         self.service = service
 
     def QuoteBasket(self, request: pb.QuoteBasketRequest, context: grpc.ServicerContext) -> pb.QuoteBasketResponse:
+        partner = _partner()
         command = QuoteCommand(convert.optional_member(request), convert.basket(request.basket))
-        return convert.quote_response(self.service.quote(_partner(), command))
+        return convert.quote_response(self.service.quote(partner, command))
 
     def EarnPoints(self, request: pb.EarnPointsRequest, context: grpc.ServicerContext) -> pb.EarnPointsResponse:
-        outcome = self.service.earn_points(_partner(), request.request_id, convert.earn_command(request))
+        partner = _partner()
+        outcome = self.service.earn_points(partner, request.request_id, convert.earn_command(request))
         _counted(outcome, "EarnPoints")
         _points("earned", outcome.result.points_earned, outcome)
         return convert.earn_response(outcome.result, outcome.is_replay)
 
     def HoldPoints(self, request: pb.HoldPointsRequest, context: grpc.ServicerContext) -> pb.HoldPointsResponse:
-        outcome = self.service.hold_points(_partner(), request.request_id, convert.hold_command(request))
+        partner = _partner()
+        outcome = self.service.hold_points(partner, request.request_id, convert.hold_command(request))
         _counted(outcome, "HoldPoints")
         return pb.HoldPointsResponse(hold=convert.hold(outcome.result), idempotent_replay=outcome.is_replay)
 
     def CaptureHold(self, request: pb.CaptureHoldRequest, context: grpc.ServicerContext) -> pb.CaptureHoldResponse:
+        partner = _partner()
         command = CaptureCommand(convert.require_text(request.hold_id, "hold_id"), request.points)
-        outcome = self.service.capture_hold(_partner(), request.request_id, command)
+        outcome = self.service.capture_hold(partner, request.request_id, command)
         _counted(outcome, "CaptureHold")
         _points("redeemed", outcome.result.points_captured, outcome)
         return convert.capture_response(outcome.result, outcome.is_replay)
 
     def ReleaseHold(self, request: pb.ReleaseHoldRequest, context: grpc.ServicerContext) -> pb.ReleaseHoldResponse:
+        partner = _partner()
         command = ReleaseCommand(convert.require_text(request.hold_id, "hold_id"))
-        outcome = self.service.release_hold(_partner(), request.request_id, command)
+        outcome = self.service.release_hold(partner, request.request_id, command)
         _counted(outcome, "ReleaseHold")
         return pb.ReleaseHoldResponse(hold=convert.hold(outcome.result), idempotent_replay=outcome.is_replay)
 
     def RedeemPoints(self, request: pb.RedeemPointsRequest, context: grpc.ServicerContext) -> pb.RedeemPointsResponse:
-        outcome = self.service.redeem_points(_partner(), request.request_id, convert.redeem_command(request))
+        partner = _partner()
+        outcome = self.service.redeem_points(partner, request.request_id, convert.redeem_command(request))
         _counted(outcome, "RedeemPoints")
         _points("redeemed", outcome.result.points_redeemed, outcome)
         return convert.redeem_response(outcome.result, outcome.is_replay)
@@ -73,15 +79,17 @@ class CheckoutServicer(checkout_service_pb2_grpc.CheckoutServiceServicer):
     def ReturnPurchase(
         self, request: pb.ReturnPurchaseRequest, context: grpc.ServicerContext
     ) -> pb.ReturnPurchaseResponse:
-        outcome = self.service.return_purchase(_partner(), request.request_id, convert.return_command(request))
+        partner = _partner()
+        outcome = self.service.return_purchase(partner, request.request_id, convert.return_command(request))
         _counted(outcome, "ReturnPurchase")
         _points("reversed", outcome.result.points_reversed, outcome)
         _points("restored", outcome.result.points_restored, outcome)
         return convert.return_response(outcome.result, outcome.is_replay)
 
     def EnrollMember(self, request: pb.EnrollMemberRequest, context: grpc.ServicerContext) -> pb.EnrollMemberResponse:
+        partner = _partner()
         command = EnrollCommand(convert.member_identifier(request.member))
-        outcome = self.service.enroll_member(_partner(), request.request_id, command)
+        outcome = self.service.enroll_member(partner, request.request_id, command)
         _counted(outcome, "EnrollMember")
         return pb.EnrollMemberResponse(
             member=convert.member(outcome.result),
@@ -90,9 +98,11 @@ class CheckoutServicer(checkout_service_pb2_grpc.CheckoutServiceServicer):
         )
 
     def LookupMember(self, request: pb.LookupMemberRequest, context: grpc.ServicerContext) -> pb.LookupMemberResponse:
-        view = self.service.lookup_member(_partner(), convert.member_identifier(request.member))
+        partner = _partner()
+        view = self.service.lookup_member(partner, convert.member_identifier(request.member))
         return pb.LookupMemberResponse(member=convert.member(view))
 
     def GetBalance(self, request: pb.GetBalanceRequest, context: grpc.ServicerContext) -> pb.GetBalanceResponse:
-        view = self.service.get_balance(_partner(), convert.member_identifier(request.member))
+        partner = _partner()
+        view = self.service.get_balance(partner, convert.member_identifier(request.member))
         return pb.GetBalanceResponse(balance=convert.balance(view))

@@ -13,11 +13,12 @@ from sqlalchemy import Engine
 
 from sdk.client import error_info
 from tests.e2e.conftest import DEFAULT_TERMS, Partner
+from tests.factories import phone
 from tests.invariants import assert_invariants
 
 
 def new_phone() -> pb.MemberIdentifier:
-    return pb.MemberIdentifier(phone_number=f"+4479{uuid.uuid4().int % 10**8:08d}")
+    return pb.MemberIdentifier(phone_number=phone().value)
 
 
 def earn(partner: Partner, member: pb.MemberIdentifier, total_minor: int, **fields: object) -> pb.EarnPointsResponse:
@@ -139,4 +140,32 @@ def test_contract_limits_are_enforced(onboard: Callable[..., Partner]) -> None:
     redeem = pb.RedeemPointsRequest(member=member, points=10, currency_code="EUR")
     assert reason_of(lambda: shop.client.checkout.RedeemPoints(redeem)) == (
         grpc.StatusCode.INVALID_ARGUMENT, "BASKET_REQUIRED",
+    )  # fmt: skip
+
+
+def test_a_card_number_in_any_field_is_refused_and_nothing_is_written(
+    onboard: Callable[..., Partner], engine: Engine
+) -> None:
+    shop = onboard()
+    request = pb.EarnPointsRequest(
+        member=new_phone(), receipt_id="R-1", enroll_if_unknown=True,
+        basket=pb.Basket(currency_code="EUR", total_minor=1_000, lines=[pb.BasketLine(sku="5555-5555-5555-4444")]),
+    )  # fmt: skip
+    with engine.connect() as connection:
+        before = connection.exec_driver_sql("SELECT COUNT(*) FROM members").scalar()
+    assert reason_of(lambda: shop.client.checkout.EarnPoints(request)) == (
+        grpc.StatusCode.INVALID_ARGUMENT, "PAN_NOT_ALLOWED",
+    )  # fmt: skip
+    with engine.connect() as connection:
+        assert connection.exec_driver_sql("SELECT COUNT(*) FROM members").scalar() == before
+
+
+def test_an_unknown_enum_value_is_invalid_argument_not_internal(onboard: Callable[..., Partner]) -> None:
+    shop = onboard()
+    request = pb.EarnPointsRequest(
+        member=new_phone(), receipt_id="R-1", enroll_if_unknown=True, channel=7,  # type: ignore[arg-type]
+        basket=pb.Basket(currency_code="EUR", total_minor=1_000),
+    )  # fmt: skip
+    assert reason_of(lambda: shop.client.checkout.EarnPoints(request)) == (
+        grpc.StatusCode.INVALID_ARGUMENT, "UNKNOWN_ENUM_VALUE",
     )  # fmt: skip

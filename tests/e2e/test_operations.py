@@ -3,23 +3,37 @@
 from __future__ import annotations
 
 import threading
+import time
 import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 from loyalty.v1 import checkout_service_pb2 as pb
+from loyalty.v1 import partner_admin_service_pb2 as admin_pb
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import text
 
-from sdk.client import error_info
+from common.db import create_engine
+from migrations.runner import upgrade
+from sdk.client import CoalitionClient, Credentials, error_info
 from sdk.tokens import generate_key_pair, sign_request_token
 from server.app import Application, RunningServer, create_server
 from server.metrics_http import start_metrics_server
-from tests.e2e.conftest import OperatorKey, Partner, server_settings, start_server
+from tests.e2e.conftest import (
+    DEFAULT_TERMS,
+    OPERATOR_KEY_ID,
+    OperatorKey,
+    Partner,
+    server_settings,
+    start_server,
+)
+from tests.factories import phone
 
 EARN = "/loyalty.v1.CheckoutService/EarnPoints"
 BALANCE = "/loyalty.v1.CheckoutService/GetBalance"
@@ -30,7 +44,7 @@ UNREACHABLE_DATABASE = "postgresql+psycopg://postgres@127.0.0.1:1/none"
 
 
 def new_phone() -> pb.MemberIdentifier:
-    return pb.MemberIdentifier(phone_number=f"+4479{uuid.uuid4().int % 10**8:08d}")
+    return pb.MemberIdentifier(phone_number=phone().value)
 
 
 def token_for(partner: Partner, method: str, body: bytes) -> str:
@@ -223,3 +237,49 @@ def test_metrics_expose_rpcs_auth_failures_replays_and_points_without_personal_d
     personal = (earned.member_number, member.phone_number, member.phone_number.lstrip("+"))
     label_values = {label for _, labels, _ in exported for label in labels.values()}
     assert not [label for label in label_values if any(secret in label for secret in personal)]
+
+
+def test_the_server_sweeps_lapsed_holds_to_expired(
+    operator_key: OperatorKey, tmp_path: Path
+) -> None:  # fmt: skip
+    database_url = f"sqlite:///{tmp_path / 'sweep.db'}"
+    upgrade(database_url)
+    running = start_server(server_settings(database_url, operator_key, hold_sweep_seconds=0.2))
+    target = f"127.0.0.1:{running.port}"
+    try:
+        credentials = Credentials.operator("ops-tester", OPERATOR_KEY_ID, operator_key.private_key, ["admin"])
+        with CoalitionClient(target, credentials) as operator:
+            operator.partner_admin.CreatePartner(
+                admin_pb.CreatePartnerRequest(partner_id="sweeper", display_name="Sweeper", kind=1)
+            )
+            private_key, public_pem = generate_key_pair("EdDSA")
+            operator.partner_admin.RegisterPartnerKey(
+                admin_pb.RegisterPartnerKeyRequest(partner_id="sweeper", key_id="sweeper-1", public_key_pem=public_pem)
+            )
+            operator.partner_admin.CreateContractVersion(
+                admin_pb.CreateContractVersionRequest(partner_id="sweeper", terms=DEFAULT_TERMS)
+            )
+        with CoalitionClient(target, Credentials("sweeper", "sweeper-1", private_key)) as shop:
+            member = pb.MemberIdentifier(email="sweep@example.com")
+            shop.checkout.EarnPoints(pb.EarnPointsRequest(
+                member=member, receipt_id="R-1", enroll_if_unknown=True,
+                basket=pb.Basket(currency_code="EUR", total_minor=10_000)))  # fmt: skip
+            hold = shop.checkout.HoldPoints(
+                pb.HoldPointsRequest(member=member, points=40, currency_code="EUR", ttl_seconds=1)
+            ).hold
+            engine = create_engine(database_url)
+            status = "HELD"
+            for _ in range(50):  # a bounded wait for the sweep, not a timing assertion
+                time.sleep(0.1)
+                with engine.connect() as connection:
+                    status = connection.execute(
+                        text("SELECT status FROM holds WHERE public_id = :h"), {"h": hold.hold_id}
+                    ).scalar_one()
+                if status == "EXPIRED":
+                    break
+            engine.dispose()
+            assert status == "EXPIRED"
+            balance = shop.checkout.GetBalance(pb.GetBalanceRequest(member=member)).balance
+            assert (balance.available_points, balance.held_points) == (100, 0)
+    finally:
+        running.stop(0)

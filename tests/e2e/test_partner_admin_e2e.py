@@ -16,6 +16,7 @@ from loyalty.v1 import partner_admin_service_pb2 as admin_pb
 from sdk.client import CoalitionClient, Credentials, error_info
 from sdk.tokens import generate_key_pair
 from tests.e2e.conftest import DEFAULT_TERMS, Partner
+from tests.factories import phone
 
 
 def new_partner_id() -> str:
@@ -31,7 +32,7 @@ def reason_of(call: Callable[[], object]) -> tuple[grpc.StatusCode, str]:
 
 def earn(client: CoalitionClient, total_minor: int = 10_000) -> pb.EarnPointsResponse:
     request = pb.EarnPointsRequest(
-        member=pb.MemberIdentifier(phone_number=f"+4479{uuid.uuid4().int % 10**8:08d}"),
+        member=pb.MemberIdentifier(phone_number=phone().value),
         receipt_id=f"R-{uuid.uuid4().hex[:8]}", enroll_if_unknown=True,
         basket=pb.Basket(currency_code="EUR", total_minor=total_minor),
     )  # fmt: skip

@@ -19,9 +19,11 @@ from loyalty.v1 import checkout_service_pb2 as pb
 from loyalty.v1 import partner_admin_service_pb2 as admin_pb
 from sqlalchemy import Engine, text
 
+from common.ids import new_id
 from sdk.client import CoalitionClient, error_info
 from sdk.tokens import TYP_OPERATOR, sign_request_token
 from tests.e2e.conftest import OPERATOR_KEY_ID, OperatorKey, Partner
+from tests.factories import phone
 
 EARN = "/loyalty.v1.CheckoutService/EarnPoints"
 BALANCE = "/loyalty.v1.CheckoutService/GetBalance"
@@ -46,7 +48,7 @@ def row_counts(engine: Engine) -> dict[str, int]:
 def earn_body() -> bytes:
     """An EarnPoints request that, if accepted, enrols a new member and writes a purchase, lots and entries."""
     request = pb.EarnPointsRequest(
-        request_id=uuid.uuid4().hex, member=pb.MemberIdentifier(phone_number=f"+4479{uuid.uuid4().int % 10**8:08d}"),
+        request_id=new_id(), member=pb.MemberIdentifier(phone_number=phone().value),
         receipt_id=f"R-{uuid.uuid4().hex[:8]}", enroll_if_unknown=True,
         basket=pb.Basket(currency_code="EUR", total_minor=10_000),
     )  # fmt: skip
@@ -56,7 +58,7 @@ def earn_body() -> bytes:
 def create_partner_body() -> bytes:
     partner_id = f"p-{uuid.uuid4().hex[:12]}"
     request = admin_pb.CreatePartnerRequest(
-        request_id=uuid.uuid4().hex, partner_id=partner_id, display_name=partner_id,
+        request_id=new_id(), partner_id=partner_id, display_name=partner_id,
         kind=admin_pb.PARTNER_KIND_ONLINE_SHOP,
     )  # fmt: skip
     return request.SerializeToString()

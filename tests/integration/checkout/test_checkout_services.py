@@ -322,6 +322,20 @@ def test_pending_points_are_not_spendable_until_available(
     assert redeem(service, partner, member, 100) == 100
 
 
+def test_a_hold_is_backed_only_by_points_that_outlive_it(uow: UnitOfWork, clock: ManualClock) -> None:
+    partner, member = create_partner(uow), phone()
+    short_lived = CheckoutService(uow, CheckoutSettings(identifier_pepper=b"test", points_lifetime_days=1))
+    earn(short_lived, partner, member, 10_000)  # 100 points that expire in a day
+    clock.advance(timedelta(hours=23, minutes=55))
+    # The points expire in five minutes: a fifteen-minute hold cannot count on them...
+    command = HoldCommand(member, 50, 900, "EUR")
+    rejected(lambda: short_lived.hold_points(partner, key(), command), errors.InsufficientPoints)
+    # ...while a three-minute hold can, and its capture finds them still there.
+    held = short_lived.hold_points(partner, key(), HoldCommand(member, 50, 180, "EUR")).result
+    clock.advance(timedelta(minutes=2))
+    assert short_lived.capture_hold(partner, key(), CaptureCommand(held.hold_id)).result.points_captured == 50
+
+
 def test_points_past_their_expiry_are_not_spendable(uow: UnitOfWork, clock: ManualClock) -> None:
     service = CheckoutService(uow, CheckoutSettings(identifier_pepper=b"test", points_lifetime_days=1))
     partner, member = create_partner(uow), phone()

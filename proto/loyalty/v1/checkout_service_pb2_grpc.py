@@ -155,8 +155,9 @@ class CheckoutServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ReturnPurchase(self, request, context):
-        """Returns all or part of a purchase: takes back the points it earned (proportionally) and gives
-        back the points that paid for it. Cumulative returns never exceed the purchase.
+        """Returns all or part of a purchase: takes back the points it earned and gives back the points
+        that paid for it, both in proportion to the returned amount over the receipt total (rounded
+        down; a full return moves them all). Cumulative returns never exceed the purchase.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -58,8 +58,9 @@ class CheckoutServiceStub:
     RedeemPoints: _grpc.UnaryUnaryMultiCallable[_checkout_service_pb2.RedeemPointsRequest, _checkout_service_pb2.RedeemPointsResponse]
     """Spends points in one step, for integrations that do not need a hold."""
     ReturnPurchase: _grpc.UnaryUnaryMultiCallable[_checkout_service_pb2.ReturnPurchaseRequest, _checkout_service_pb2.ReturnPurchaseResponse]
-    """Returns all or part of a purchase: takes back the points it earned (proportionally) and gives
-    back the points that paid for it. Cumulative returns never exceed the purchase.
+    """Returns all or part of a purchase: takes back the points it earned and gives back the points
+    that paid for it, both in proportion to the returned amount over the receipt total (rounded
+    down; a full return moves them all). Cumulative returns never exceed the purchase.
     """
     EnrollMember: _grpc.UnaryUnaryMultiCallable[_checkout_service_pb2.EnrollMemberRequest, _checkout_service_pb2.EnrollMemberResponse]
     """Enrols a member by phone or email, or links an existing member to this partner."""
@@ -97,8 +98,9 @@ class CheckoutServiceAsyncStub(CheckoutServiceStub):
     RedeemPoints: _aio.UnaryUnaryMultiCallable[_checkout_service_pb2.RedeemPointsRequest, _checkout_service_pb2.RedeemPointsResponse]  # type: ignore[assignment]
     """Spends points in one step, for integrations that do not need a hold."""
     ReturnPurchase: _aio.UnaryUnaryMultiCallable[_checkout_service_pb2.ReturnPurchaseRequest, _checkout_service_pb2.ReturnPurchaseResponse]  # type: ignore[assignment]
-    """Returns all or part of a purchase: takes back the points it earned (proportionally) and gives
-    back the points that paid for it. Cumulative returns never exceed the purchase.
+    """Returns all or part of a purchase: takes back the points it earned and gives back the points
+    that paid for it, both in proportion to the returned amount over the receipt total (rounded
+    down; a full return moves them all). Cumulative returns never exceed the purchase.
     """
     EnrollMember: _aio.UnaryUnaryMultiCallable[_checkout_service_pb2.EnrollMemberRequest, _checkout_service_pb2.EnrollMemberResponse]  # type: ignore[assignment]
     """Enrols a member by phone or email, or links an existing member to this partner."""
@@ -175,8 +177,9 @@ class CheckoutServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _checkout_service_pb2.ReturnPurchaseRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_checkout_service_pb2.ReturnPurchaseResponse, _abc.Awaitable[_checkout_service_pb2.ReturnPurchaseResponse]]:
-        """Returns all or part of a purchase: takes back the points it earned (proportionally) and gives
-        back the points that paid for it. Cumulative returns never exceed the purchase.
+        """Returns all or part of a purchase: takes back the points it earned and gives back the points
+        that paid for it, both in proportion to the returned amount over the receipt total (rounded
+        down; a full return moves them all). Cumulative returns never exceed the purchase.
         """
 
     @_abc_1.abstractmethod

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TypeVar
-
-log = logging.getLogger(__name__)
 
 DEV_PEPPER = "coalition-development-pepper-not-for-production"
 
@@ -78,7 +75,8 @@ class Settings:
         if settings.token_leeway_seconds > 30 or settings.token_max_lifetime_seconds > 300:
             raise ValueError("token leeway is at most 30 s and token lifetime at most 300 s")
         if settings.identifier_pepper == DEV_PEPPER and not settings.database_url.startswith("sqlite"):
-            log.warning("LOYALTY_IDENTIFIER_PEPPER is the development default; set a secret in production")
+            # With a public pepper every E.164 phone's lookup hash can be brute-forced from the table.
+            raise ValueError("set LOYALTY_IDENTIFIER_PEPPER to a secret: the development default is public")
         return settings
 
 

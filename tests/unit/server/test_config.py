@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import logging
 from pathlib import Path
 
 import pytest
@@ -132,17 +131,14 @@ def test_derived_values() -> None:
     assert Settings(request_timeout_seconds=2.5).request_timeout_ms == 2500
 
 
-def test_development_pepper_outside_sqlite_is_warned_about(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="server.config"):
+def test_development_pepper_is_refused_outside_sqlite() -> None:
+    with pytest.raises(ValueError, match="LOYALTY_IDENTIFIER_PEPPER") as raised:
         Settings.from_environment({"LOYALTY_DATABASE_URL": "postgresql+psycopg://db/loyalty"})
-        Settings.from_environment({"LOYALTY_DATABASE_URL": "sqlite:///var/dev.db"})
-        Settings.from_environment(
-            {"LOYALTY_DATABASE_URL": "postgresql+psycopg://db/loyalty", "LOYALTY_IDENTIFIER_PEPPER": "secret"}
-        )
-
-    warnings = [record for record in caplog.records if "PEPPER" in record.getMessage()]
-    assert len(warnings) == 1
-    assert DEV_PEPPER not in warnings[0].getMessage()
+    assert DEV_PEPPER not in str(raised.value)
+    Settings.from_environment({"LOYALTY_DATABASE_URL": "sqlite:///var/dev.db"})
+    Settings.from_environment(
+        {"LOYALTY_DATABASE_URL": "postgresql+psycopg://db/loyalty", "LOYALTY_IDENTIFIER_PEPPER": "secret"}
+    )
 
 
 # --- operator keys ----------------------------------------------------------------------------
@@ -213,6 +209,8 @@ def test_every_described_variable_is_read() -> None:
         environ = {env_name(setting.name): raw}
         if setting.name == "operator_public_keys":
             environ = {env_name(setting.name): "operator-x=/k.pem"}
+        if setting.name == "database_url":  # a server database needs a real pepper
+            environ["LOYALTY_IDENTIFIER_PEPPER"] = "secret"
 
         settings = Settings.from_environment(environ)
 

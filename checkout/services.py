@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from sqlalchemy import Connection
 
@@ -33,16 +33,22 @@ from checkout.errors import (
     HoldAlreadyResolved,
     HoldExpired,
     HoldNotFound,
-    InsufficientPoints,
     InvalidHoldTtl,
     InvalidPoints,
     ReceiptAlreadyEarned,
     ReceiptMemberMismatch,
-    TransactionLimitExceeded,
 )
 from checkout.repository import CheckoutRepository, HoldRow
 from checkout.returns import return_purchase
-from checkout.session import CheckoutSession, CheckoutSettings, PartnerRef, require_basket, require_currency
+from checkout.session import (
+    CheckoutSession,
+    CheckoutSettings,
+    PartnerRef,
+    insufficient_points,
+    require_basket,
+    require_currency,
+    require_within_transaction_limit,
+)
 from common.idempotency import Outcome, run_once
 from common.ids import new_id
 from common.uow import UnitOfWork
@@ -130,8 +136,11 @@ class CheckoutService:
             require_currency(command.currency, version.terms)
             member = session.member(command.member, partner.partner_id).row
             expires_at = session.now + timedelta(seconds=ttl_seconds)
+            _check_limits(version, command.points, command.basket_total_minor)
             # Only points that outlive the hold can back it: a capture must not find them expired.
-            _check_spend(session, version, member, command.points, command.basket_total_minor, live_until=expires_at)
+            available = session.spendable_points(member.id, live_until=expires_at)
+            if command.points > available:
+                raise insufficient_points(command.points, available)
             hold_id = session.records.insert_hold(
                 public_id=new_id(), partner_id=partner.partner_id, member_id=member.id,
                 contract_version_id=version.id, points=command.points, captured_points=0, status="HELD",
@@ -190,7 +199,7 @@ class CheckoutService:
             require_currency(command.currency, version.terms)
             found = session.member(command.member, partner.partner_id)
             member, accounts = found.row, found.accounts
-            _check_spend(session, version, member, command.points, command.basket_total_minor)
+            _check_limits(version, command.points, command.basket_total_minor)
             posted = _spend(session, accounts, member, partner, version, command.points, command.receipt_id, None)
             return RedeemResult(
                 transaction_id=posted.public_id, member_number=member.member_number, points_redeemed=command.points,
@@ -279,31 +288,16 @@ def _new_lot(partner: PartnerRef, version: ContractVersionView, session: Checkou
     )  # fmt: skip
 
 
-def _check_spend(
-    session: CheckoutSession,
-    version: ContractVersionView,
-    member: MemberRow,
-    points: int,
-    basket_total_minor: int,
-    *,
-    live_until: datetime | None = None,
-) -> None:
-    """The contract's limits and the member's available points allow spending ``points``."""
+def _check_limits(version: ContractVersionView, points: int, basket_total_minor: int) -> None:
+    """The contract allows paying ``points`` for this basket (the member's balance is checked apart)."""
     terms = version.terms
     if basket_total_minor < 0:
         raise InvalidPoints("basket_total must not be negative")
     if terms.max_points_share_of_basket is not None and basket_total_minor == 0:
         raise BasketRequired("this partner limits the share of a basket paid with points: send basket_total")
-    per_transaction = terms.max_points_per_transaction
-    if per_transaction is not None and points > per_transaction:
-        raise TransactionLimitExceeded(
-            f"{points} points exceed the limit of {per_transaction} per transaction", limit=per_transaction
-        )
+    require_within_transaction_limit(points, terms)
     if basket_total_minor and points > (by_basket := max_points_for_basket(basket_total_minor, terms)):
         raise BasketShareExceeded(f"at most {by_basket} points can pay for this basket", limit=by_basket)
-    available = session.spendable_points(member.id, live_until=live_until)
-    if points > available:
-        raise InsufficientPoints(f"{points} points requested, {available} available", available=available)
 
 
 def _spend(
@@ -315,7 +309,7 @@ def _spend(
     plan = plan_consumption(lots, points, session.now)
     spendable = sum(lot.remaining_points for lot in lots if lot.is_spendable(session.now))
     if plan is None or spendable - other_holds < points:
-        raise InsufficientPoints(f"{points} points requested, {max(spendable - other_holds, 0)} available")
+        raise insufficient_points(points, max(spendable - other_holds, 0))
     posted = session.ledger.spend(accounts, _posting("REDEEM", member, partner, version, session, receipt_id), plan)
     if receipt_id:
         _record_redemption(session, partner, member, version, receipt_id, points)

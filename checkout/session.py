@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import Connection
 
 from checkout.commands import BalanceView, Basket
-from checkout.errors import CurrencyMismatch, DailyIssuanceCapExceeded, TransactionLimitExceeded
+from checkout.errors import CurrencyMismatch, DailyIssuanceCapExceeded, InsufficientPoints, TransactionLimitExceeded
 from checkout.repository import CheckoutRepository
 from common.idempotency import RequestKey
 from ledger.posting import Ledger
@@ -116,11 +116,7 @@ class CheckoutSession:
 
     def count_issuance(self, partner_id: int, terms: ContractTerms, points: int) -> None:
         """Enforces the contract's per-transaction limit and daily issuance cap on an earn."""
-        if terms.max_points_per_transaction is not None and points > terms.max_points_per_transaction:
-            raise TransactionLimitExceeded(
-                f"{points} points exceed the limit of {terms.max_points_per_transaction} per transaction",
-                limit=terms.max_points_per_transaction,
-            )
+        require_within_transaction_limit(points, terms)
         if terms.daily_issuance_cap is None or points == 0:
             return
         issued = self.records.add_daily_issuance(partner_id, self.now.date().isoformat(), points)
@@ -128,6 +124,17 @@ class CheckoutSession:
             raise DailyIssuanceCapExceeded(
                 "the partner's daily issuance cap is reached", limit=terms.daily_issuance_cap
             )
+
+
+def require_within_transaction_limit(points: int, terms: ContractTerms) -> None:
+    """The contract's most points one transaction may earn or spend."""
+    limit = terms.max_points_per_transaction
+    if limit is not None and points > limit:
+        raise TransactionLimitExceeded(f"{points} points exceed the limit of {limit} per transaction", limit=limit)
+
+
+def insufficient_points(points: int, available: int) -> InsufficientPoints:
+    return InsufficientPoints(f"{points} points requested, {available} available", available=available)
 
 
 def require_currency(currency: str, terms: ContractTerms) -> None:

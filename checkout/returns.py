@@ -31,7 +31,6 @@ def return_purchase(session: CheckoutSession, partner: PartnerRef, command: Retu
     )
     # Refund first, so that points given back can cover the points taken back.
     refund_id, restored = _refund(session, accounts, member, purchase, restored_target - purchase.points_restored)
-    accounts = session.ledger_records.lock_member(member.id)
     reversed_now = reversed_target - purchase.points_reversed
     reversal_id, debt = _reverse(session, accounts, member, purchase, reversed_now)
     session.records.update_purchase(

@@ -99,11 +99,11 @@ class CheckoutSession:
         spendable = self.ledger_records.spendable(member_id, self.now, live_until or self.now)
         return max(spendable - self.records.held_points(member_id, self.now), 0)
 
-    def balance(self, member: MemberRow, accounts: MemberAccounts | None = None) -> BalanceView:
+    def balance(self, member: MemberRow) -> BalanceView:
         until = self.now + timedelta(days=self.settings.expiring_soon_days)
         summary = self.ledger_records.lot_summary(member.id, self.now, until)
         held = self.records.held_points(member.id, self.now)
-        accounts = accounts or self.ledger_records.member_accounts(member.id)
+        accounts = self.ledger_records.member_accounts(member.id)
         return BalanceView(
             member_number=member.member_number,
             available_points=max(summary.spendable - held, 0),

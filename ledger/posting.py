@@ -113,9 +113,10 @@ class Ledger:
     ) -> tuple[Posted, int]:
         """Takes back earned points; what the member cannot cover becomes an explicit debt.
 
-        The earn's own lot goes first. Points that cannot be spent now (still pending) are taken
-        freely; spendable points only up to ``spendable_budget`` (available less open holds), so a
-        return never takes points an open hold has reserved. Returns the posting and the debt.
+        The earn's own lot goes first. Points that cannot be spent now (still pending, or expired)
+        are taken freely, since no hold can rest on them; spendable points only up to
+        ``spendable_budget`` (available less open holds), so a return never takes points an open
+        hold has reserved. Returns the posting and the debt.
         """
         taken = _take_from_own_lot(lots, earn_lot_id, points, spendable_budget, self.recorded_at)
         from_own_spendable = sum(part for lot_id, part in taken if _is_spendable(lots, lot_id, self.recorded_at))

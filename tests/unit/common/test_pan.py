@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from common.pan import PanNotAllowed, looks_like_pan, passes_luhn, refuse_pan
 
@@ -25,11 +29,38 @@ def test_test_card_numbers_are_recognised_in_any_grouping(text: str) -> None:
         "R-2026-000123",
         "+447700900123",
         "M123456789",
+        "0411111111111111",  # no card number starts with 0
         "",
     ],
 )
 def test_other_digit_runs_are_not_card_numbers(text: str) -> None:
     assert not looks_like_pan(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "4ce6a2e14111111111111111bd04c3b7",  # a uuid4 hex whose digits happen to pass Luhn
+        "41111111-1111-1111-ad6e-5c3d4a9b2f10",  # the same in canonical form
+        "key-41111111-1111-1111-ad6e-5c3d4a9b2f10-retry",
+        "+8613812345678",  # a 13-digit mobile number that passes Luhn
+        "+86 138 1234 5678",
+        "0086 138 1234 5678",
+    ],
+)
+def test_digits_inside_identifiers_and_phone_numbers_are_not_card_numbers(text: str) -> None:
+    assert not looks_like_pan(text)
+
+
+@given(st.uuids())
+def test_no_uuid_is_ever_taken_for_a_card_number(value: uuid.UUID) -> None:
+    assert not looks_like_pan(value.hex)
+    assert not looks_like_pan(str(value))
+    assert not looks_like_pan(f"R-{value.hex[:8]}")
+
+
+def test_a_card_number_next_to_a_uuid_is_still_found() -> None:
+    assert looks_like_pan(f"{uuid.uuid4()} 4111 1111 1111 1111")
 
 
 def test_luhn() -> None:

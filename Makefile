@@ -9,10 +9,10 @@ export LOYALTY_OPERATOR_PUBLIC_KEYS ?= operator-demo=var/keys/operator-demo.pub.
 PG_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/test
 
 .DEFAULT_GOAL := help
-.PHONY: help install run demo test test-sqlite lint typecheck proto proto-check bench clean
+.PHONY: help install run demo test lint typecheck proto proto-check bench bench-checkout bench-settlement clean
 
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -55,8 +55,38 @@ proto: $(STAMP) ## Regenerate Python code and .pyi stubs from proto/
 proto-check: $(STAMP) ## Fail if committed generated code differs from what the protos generate
 	$(BIN)/python -m tools.protogen --check proto
 
-bench: $(STAMP) ## Benchmark earn and hold+capture over gRPC on PostgreSQL (prints figures)
+# One after the other even under make -j: two benchmarks sharing the machine would skew both.
+bench: $(STAMP) ## Run both benchmarks below, one after the other (PostgreSQL; prints figures)
+	$(MAKE) --no-print-directory bench-checkout
+	$(MAKE) --no-print-directory bench-settlement
+
+bench-checkout: $(STAMP) ## Benchmark earn and hold+capture over gRPC on PostgreSQL (prints figures)
 	$(BIN)/python -m bench.checkout --database-url $(PG_URL)
+
+bench-settlement: $(STAMP) ## Close a month of 1M ledger entries vs a plain SQL aggregation (PostgreSQL)
+	$(BIN)/python -m bench.settlement --database-url $(PG_URL)
+
+# REPLICAS=n (default 3). A fresh PostgreSQL database unless LOYALTY_DATABASE_URL is given by you:
+# the SQLite default this file exports cannot be shared by replicas, so it is not passed on.
+.PHONY: cluster
+cluster: $(STAMP) ## Replicas on PostgreSQL behind HAProxy, scraped by Prometheus, on loopback (no containers)
+	$(BIN)/python -m deploy.cluster --replicas $(or $(REPLICAS),3) \
+	  --database-url '$(if $(filter file,$(origin LOYALTY_DATABASE_URL)),,$(LOYALTY_DATABASE_URL))'
+
+# The checks of deploy/ (tests/deploy) run HAProxy's, Prometheus' and Compose's own validators.
+# Debian packages: haproxy, prometheus (for promtool) and docker-compose (validates compose.yaml
+# offline, no engine needed). Only missing tools are installed, so a second run returns at once.
+DEPLOY_TOOLS := haproxy:haproxy promtool:prometheus docker-compose:docker-compose
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+.PHONY: deploy-tools
+deploy-tools: ## Install haproxy, promtool and docker-compose with apt-get if missing (deploy/ checks)
+	@missing=""; PATH="$$PATH:/usr/local/sbin:/usr/sbin:/sbin"; \
+	for pair in $(DEPLOY_TOOLS); do command -v "$${pair%%:*}" >/dev/null || missing="$$missing $${pair#*:}"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing$$missing"; \
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
 
 clean: ## Remove the virtualenv and local data
 	rm -rf $(VENV) var node_modules

@@ -165,6 +165,11 @@ class CheckoutRepository:
         )
         return int(result.rowcount)
 
+    def overdue_holds(self, now: datetime) -> int:
+        """Holds past their time that no sweep has marked EXPIRED yet."""
+        query = select(func.count()).select_from(holds).where(holds.c.status == "HELD", holds.c.expires_at <= now)
+        return int(self.connection.execute(query).scalar_one())
+
     def purchase(self, partner_id: int, receipt_id: str) -> PurchaseRow | None:
         row = self.connection.execute(
             select(*_PURCHASE_COLUMNS).where(purchases.c.partner_id == partner_id, purchases.c.receipt_id == receipt_id)

@@ -58,16 +58,16 @@ def _returned_amount(purchase: PurchaseRow, command: ReturnCommand) -> int:
 
 
 def _posting(
-    kind: str,
-    session: CheckoutSession,
-    member: MemberRow,
-    purchase: PurchaseRow,
-    references: int | None = None,
+    kind: str, session: CheckoutSession, member: MemberRow, purchase: PurchaseRow, references: int | None
 ) -> Posting:
+    """A return is priced with the terms of what it undoes: settlement credits back exactly what it billed."""
+    version = purchase.contract_version_id
+    if references is not None:
+        version = session.ledger_records.contract_version_of(references) or version
     return Posting(
-        kind=kind, member_id=member.id, partner_id=purchase.partner_id,
-        contract_version_id=purchase.contract_version_id, business_time=session.now,
-        receipt_id=purchase.receipt_id, currency=purchase.currency, references_transaction_id=references,
+        kind=kind, member_id=member.id, partner_id=purchase.partner_id, contract_version_id=version,
+        business_time=session.now, receipt_id=purchase.receipt_id, currency=purchase.currency,
+        references_transaction_id=references,
     )  # fmt: skip
 
 
@@ -84,7 +84,10 @@ def _refund(
             restore.append((lot_id, given))
     if not restore:
         return "", 0
-    posted = session.ledger.refund(accounts, _posting("REDEMPTION_REFUND", session, member, purchase), restore)
+    # The refund refers to the redemption it gives back, so settlement can label a late one.
+    redemption = session.ledger_records.first_redemption(purchase.partner_id, purchase.receipt_id)
+    posting = _posting("REDEMPTION_REFUND", session, member, purchase, redemption)
+    posted = session.ledger.refund(accounts, posting, restore)
     return posted.public_id, sum(part for _, part in restore)
 
 

@@ -246,6 +246,12 @@ class CheckoutService:
 
         return self.uow.run(work)
 
+    def overdue_holds(self) -> int:
+        """The sweep's backlog: holds past their time still marked HELD (an operations signal)."""
+        return self.uow.run_statement(
+            lambda connection: CheckoutRepository(connection).overdue_holds(self.uow.clock.now())
+        )
+
     def expire_holds(self, *, batch_size: int = 500) -> int:
         """Marks every hold past its time as EXPIRED, a batch per transaction.
 

@@ -7,7 +7,7 @@ import hashlib
 import json
 import types
 import typing
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from enum import Enum
 from typing import Any, TypeVar
@@ -24,7 +24,7 @@ def to_jsonable(value: Any, *, canonical: bool = False) -> Any:
         }
     if isinstance(value, Enum):
         return value.value
-    if isinstance(value, datetime):
+    if isinstance(value, datetime | date):
         return value.isoformat()
     if isinstance(value, Decimal):
         return format(value.normalize() if canonical else value, "f")
@@ -67,6 +67,8 @@ def _from_jsonable(hint: Any, data: Any) -> Any:
         return hint(data)
     if hint is datetime:
         return datetime.fromisoformat(data)
+    if hint is date:
+        return date.fromisoformat(data)
     if hint is Decimal:
         return Decimal(data)
     return data

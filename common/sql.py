@@ -20,6 +20,7 @@ class InvalidPageToken(InvalidArgument):
 T = TypeVar("T")
 
 MAX_PAGE_SIZE = 1000
+MAX_ID = 2**63 - 1  # the largest signed 64-bit integer, the largest id a table holds
 DEFAULT_PAGE_SIZE = 50
 
 
@@ -56,7 +57,12 @@ def decode_page_token(token: str) -> int:
         prefix, _, value = base64.urlsafe_b64decode(token.encode()).decode().partition(":")
         if prefix != "after":
             raise ValueError(prefix)
-        return int(value)
+        after = int(value)
+        # Ids are positive and fit a signed 64-bit integer: any other number would reach the database as a
+        # bind it rejects (SQLite raises OverflowError) instead of being refused as a token we never issued.
+        if not 0 <= after <= MAX_ID:
+            raise ValueError(value)
+        return after
     except ValueError:
         raise InvalidPageToken("page_token is not one this service issued") from None
 

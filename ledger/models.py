@@ -73,6 +73,10 @@ class JournalTransaction(Base):
         ),
         CheckConstraint("points > 0", name="points_positive"),
         Index("ix_journal_transactions_partner_id_business_time", "partner_id", "business_time"),
+        # Settlement asks for the latest transaction before a period and itemises by business time.
+        Index("ix_journal_transactions_business_time", "business_time"),
+        # A return finds the receipt's redemptions.
+        Index("ix_journal_transactions_partner_id_receipt_id", "partner_id", "receipt_id"),
     )
 
 

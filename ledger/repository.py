@@ -194,6 +194,24 @@ class LedgerRepository:
             ).scalar_one()
         )
 
+    def contract_version_of(self, transaction_id: int) -> int | None:
+        """The contract version a transaction was priced with."""
+        value = self.connection.execute(
+            select(transactions.c.contract_version_id).where(transactions.c.id == transaction_id)
+        ).scalar()
+        return None if value is None else int(value)
+
+    def first_redemption(self, partner_id: int, receipt_id: str) -> int | None:
+        """The receipt's first redemption: what a refund of its points refers back to."""
+        value = self.connection.execute(
+            select(func.min(transactions.c.id)).where(
+                transactions.c.partner_id == partner_id,
+                transactions.c.receipt_id == receipt_id,
+                transactions.c.kind == "REDEEM",
+            )
+        ).scalar()
+        return None if value is None else int(value)
+
     def restorable_lots(self, partner_id: int, receipt_id: str) -> list[tuple[int, int]]:
         """(lot_id, points) spent on this receipt and not yet given back, latest-expiring first."""
         net = func.sum(movements.c.points_delta)

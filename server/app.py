@@ -15,6 +15,8 @@ from loyalty.v1 import (
     checkout_service_pb2_grpc,
     partner_admin_service_pb2,
     partner_admin_service_pb2_grpc,
+    settlement_service_pb2,
+    settlement_service_pb2_grpc,
 )
 from sqlalchemy import Engine, text
 
@@ -25,18 +27,25 @@ from checkout.session import CheckoutSettings
 from common.clock import Clock, SystemClock
 from common.db import create_engine
 from common.uow import UnitOfWork
-from server import metrics
+from ledger.checks import LedgerCheck, check_ledger
+from server import metrics, tls
 from server.auth_stores import PartnerKeySource, load_operator_keys
 from server.config import Settings
 from server.interceptors import AuthInterceptor, ErrorInterceptor, MetricsInterceptor, PanGuardInterceptor
 from server.servicers.checkout import CheckoutServicer
 from server.servicers.partner_admin import PartnerAdminServicer
+from server.servicers.settlement import SettlementServicer
+from settlement.periods import PeriodLength
+from settlement.services import SettlementPolicy
 
 log = logging.getLogger(__name__)
 
+# A health service name for liveness probes: SERVING from start until shutdown, whatever the database does.
+LIVENESS_SERVICE = "liveness"
 SERVICE_NAMES = (
     checkout_service_pb2.DESCRIPTOR.services_by_name["CheckoutService"].full_name,
     partner_admin_service_pb2.DESCRIPTOR.services_by_name["PartnerAdminService"].full_name,
+    settlement_service_pb2.DESCRIPTOR.services_by_name["SettlementService"].full_name,
 )
 HEALTH_PROBE_SECONDS = 5.0
 
@@ -52,6 +61,7 @@ class Application:
     checkout: CheckoutService
     verifier: TokenVerifier
     replay_guard: DatabaseReplayGuard
+    settlement_policy: SettlementPolicy
 
     @classmethod
     def build(cls, settings: Settings, clock: Clock | None = None) -> Application:
@@ -71,7 +81,8 @@ class Application:
             identifier_pepper=settings.identifier_pepper.encode(),
             points_lifetime_days=settings.points_lifetime_days,
         )
-        return cls(settings, clock, engine, uow, CheckoutService(uow, checkout_settings), verifier, replay_guard)
+        checkout = CheckoutService(uow, checkout_settings)
+        return cls(settings, clock, engine, uow, checkout, verifier, replay_guard, settlement_policy(settings))
 
     def database_answers(self) -> bool:
         try:
@@ -82,6 +93,17 @@ class Application:
             return False
 
 
+def settlement_policy(settings: Settings) -> SettlementPolicy:
+    """How periods are cut and when statements fall due, from LOYALTY_SETTLEMENT_*."""
+    lengths = {"month": PeriodLength.MONTH, "week": PeriodLength.WEEK, "day": PeriodLength.DAY}
+    length = lengths.get(settings.settlement_period.strip().lower())
+    if length is None:
+        raise ValueError(f"LOYALTY_SETTLEMENT_PERIOD is {settings.settlement_period!r}; use month, week or day")
+    if settings.settlement_payment_due_days < 0:
+        raise ValueError("LOYALTY_SETTLEMENT_PAYMENT_DUE_DAYS must not be negative")
+    return SettlementPolicy(period_length=length, payment_due_days=settings.settlement_payment_due_days)
+
+
 @dataclass
 class RunningServer:
     """A started gRPC server with its health service and background maintenance."""
@@ -90,6 +112,7 @@ class RunningServer:
     server: grpc.Server
     port: int
     health: health.HealthServicer
+    mtls_port: int | None = None  # the port that requires a client certificate, when mutual TLS is on
     _stopping: threading.Event = field(default_factory=threading.Event)
 
     def start(self) -> None:
@@ -113,15 +136,28 @@ class RunningServer:
     def _maintain(self) -> None:
         """Health follows the database; expired holds are swept and old token ids purged."""
         sweep_every = self.app.settings.hold_sweep_seconds
-        next_sweep = 0.0
+        check_every = self.app.settings.ledger_check_seconds
+        next_sweep, next_check = 0.0, check_every  # the first ledger check waits a full interval
         elapsed = 0.0
         while not self._stopping.is_set():
-            self._set_serving(self.app.database_answers())
+            is_serving = self.app.database_answers()
+            self._set_serving(is_serving)
+            if is_serving:
+                self._measure_backlog()
             if sweep_every and elapsed >= next_sweep:
                 self._sweep()
                 next_sweep = elapsed + sweep_every
+            if check_every and is_serving and elapsed >= next_check:
+                check_ledger_and_report(self.app.uow)
+                next_check = elapsed + check_every
             self._stopping.wait(min(HEALTH_PROBE_SECONDS, sweep_every or HEALTH_PROBE_SECONDS))
             elapsed += min(HEALTH_PROBE_SECONDS, sweep_every or HEALTH_PROBE_SECONDS)
+
+    def _measure_backlog(self) -> None:
+        try:
+            metrics.HOLDS_EXPIRY_BACKLOG.set(self.app.checkout.overdue_holds())
+        except Exception:
+            log.exception("measuring the hold expiry backlog failed")
 
     def _sweep(self) -> None:
         try:
@@ -132,12 +168,33 @@ class RunningServer:
             log.exception("maintenance sweep failed")
 
 
+def check_ledger_and_report(uow: UnitOfWork) -> list[LedgerCheck]:
+    """Runs the ledger invariants, exports how many failed and logs each failure."""
+    try:
+        results = check_ledger(uow)
+    except Exception:
+        log.exception("ledger check could not run")
+        metrics.LEDGER_CHECK_FAILURES.set(-1)  # not "all good": the alert tells a check that cannot run
+        return []
+    failed = [result for result in results if not result.passed]
+    for result in failed:
+        log.error("ledger invariant broken", extra={"check": result.name, "detail": result.detail})
+    metrics.LEDGER_CHECK_FAILURES.set(len(failed))
+    metrics.LEDGER_CHECK_LAST_RUN_SECONDS.set_to_current_time()
+    return results
+
+
 def create_server(app: Application, address: str | None = None) -> RunningServer:
     """Builds (but does not start) the server; bind port 0 to get a free port."""
     settings = app.settings
     server = grpc.server(
         ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="rpc"),
-        interceptors=[MetricsInterceptor(), ErrorInterceptor(), AuthInterceptor(app.verifier), PanGuardInterceptor()],
+        interceptors=[
+            MetricsInterceptor(),
+            ErrorInterceptor(),
+            AuthInterceptor(app.verifier, tls.client_certificate_policy(settings)),
+            PanGuardInterceptor(),
+        ],
         maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
         options=[
             ("grpc.max_receive_message_length", settings.max_message_bytes),
@@ -146,11 +203,27 @@ def create_server(app: Application, address: str | None = None) -> RunningServer
     )
     checkout_service_pb2_grpc.add_CheckoutServiceServicer_to_server(CheckoutServicer(app.checkout), server)
     partner_admin_service_pb2_grpc.add_PartnerAdminServiceServicer_to_server(PartnerAdminServicer(app.uow), server)
+    settlement_service_pb2_grpc.add_SettlementServiceServicer_to_server(
+        SettlementServicer(app.uow, app.settlement_policy), server
+    )
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in ("", *SERVICE_NAMES):
         health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+    # Liveness says only that the process answers: a database outage must not get replicas restarted.
+    health_servicer.set(LIVENESS_SERVICE, health_pb2.HealthCheckResponse.SERVING)
     if settings.enable_reflection:
         reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
-    port = server.add_insecure_port(address or settings.listen_address)
-    return RunningServer(app, server, port, health_servicer)
+    port, mtls_port = _add_ports(server, settings, address or settings.listen_address)
+    return RunningServer(app, server, port, health_servicer, mtls_port)
+
+
+def _add_ports(server: grpc.Server, settings: Settings, address: str) -> tuple[int, int | None]:
+    """The main port (TLS only when configured) and, for mutual TLS, a port requiring client certificates."""
+    if not settings.is_tls:
+        return server.add_insecure_port(address), None
+    port = server.add_secure_port(address, tls.server_credentials(settings))
+    if not settings.mtls_listen_address:
+        return port, None
+    credentials = tls.server_credentials(settings, require_client_certificate=True)
+    return port, server.add_secure_port(settings.mtls_listen_address, credentials)

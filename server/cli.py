@@ -1,4 +1,4 @@
-"""The `coalition` command: serve, migrate, seed and play the demo, manage partners, run jobs."""
+"""The `coalition` command: serve, migrate, seed and play the demo, manage partners, settle, run jobs."""
 
 from __future__ import annotations
 
@@ -57,12 +57,44 @@ def _parser() -> argparse.ArgumentParser:
     token.add_argument("--method", required=True, help="full method, e.g. /loyalty.v1.CheckoutService/GetBalance")
     token.add_argument("--data", required=True, help="the request as JSON, exactly as it will be sent")
     token.set_defaults(run=_token)
+    _add_tls_commands(commands)
     jobs = commands.add_parser("jobs", help="scheduled work").add_subparsers(title="jobs", metavar="JOB")
-    jobs.add_parser("run", help="expire lapsed holds and purge old token ids, once").set_defaults(run=_jobs)
+    jobs.add_parser(
+        "run", help="expire lapsed holds, purge old token ids and check the ledger invariants, once (exit 1 if broken)"
+    ).set_defaults(run=_jobs)
     from server.partner_cli import add_partner_commands
 
     add_partner_commands(commands)
+    from server.settlement_cli import add_settlement_commands
+
+    add_settlement_commands(commands)
     return parser
+
+
+def _add_tls_commands(commands: Any) -> None:
+    health = commands.add_parser(
+        "health", help="check the server's gRPC health (no token): exit 0 when SERVING, 1 otherwise",
+        description="For container health checks and probes: one grpc.health.v1 Check, no token.",
+    )  # fmt: skip
+    health.add_argument("--target", default=None, help="host:port (default: LOYALTY_LISTEN_ADDRESS on loopback)")
+    health.add_argument("--tls-ca", type=Path, default=None, help="CA certificate to trust: the server speaks TLS")
+    health.add_argument("--tls-server-name", default=None, help="host name the server certificate must carry")
+    health.add_argument("--service", default="", help="service name to check (default: the whole server)")
+    health.add_argument("--timeout", type=float, default=3.0, help="seconds to wait for the answer")
+    health.set_defaults(run=_health)
+    certificates = commands.add_parser(
+        "dev-certs", help="write a demo CA, a localhost server certificate and partner client certificates",
+        description="For development and demos only. Reuses ca.crt/ca.key if --out already has them.",
+    )  # fmt: skip
+    certificates.add_argument("--out", type=Path, required=True, help="directory to write into (keys are 0600)")
+    certificates.add_argument(
+        "--partner", action="extend", nargs="+", default=[], metavar="ID", help="partner ids to certify"
+    )
+    certificates.add_argument(
+        "--server-name", action="extend", nargs="+", default=[], metavar="HOST",
+        help="host names for the server certificate besides localhost, 127.0.0.1 and ::1",
+    )  # fmt: skip
+    certificates.set_defaults(run=_dev_certs)
 
 
 def _settings() -> Settings:
@@ -86,7 +118,7 @@ def _seed(_: argparse.Namespace) -> int:
     from server.demo import seed_demo
 
     settings = _settings()
-    seed_demo(settings.database_url, Path(settings.keys_dir))
+    seed_demo(settings.database_url, Path(settings.keys_dir), identifier_pepper=settings.identifier_pepper.encode())
     return 0
 
 
@@ -128,13 +160,55 @@ def _token(arguments: argparse.Namespace) -> int:
 
 
 def _jobs(_: argparse.Namespace) -> int:
-    from server.app import Application
+    from server.app import Application, check_ledger_and_report
 
     app = Application.build(_settings())
     expired = app.checkout.expire_holds()
     purged = app.replay_guard.purge_expired(app.clock.now())
     print(f"holds expired: {expired}; token ids purged: {purged}")
+    checks = check_ledger_and_report(app.uow)
+    for check in checks:
+        print(
+            f"{'PASS' if check.passed else 'FAIL'}  ledger: {check.name}"
+            + (f" ({check.detail})" if check.detail else "")
+        )
     app.engine.dispose()
+    return 0 if checks and all(check.passed for check in checks) else 1
+
+
+def _health(arguments: argparse.Namespace) -> int:
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from sdk.client import TlsOptions, open_channel
+
+    target = arguments.target or _loopback(Settings.from_environment().listen_address)
+    tls = TlsOptions(ca_file=arguments.tls_ca, server_name=arguments.tls_server_name) if arguments.tls_ca else None
+    with open_channel(target, tls) as channel:
+        try:
+            response = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=arguments.service), timeout=arguments.timeout
+            )
+        except grpc.RpcError as error:
+            print(f"{target}: {error.code().name}", file=sys.stderr)
+            return 1
+    status = health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
+    print(f"{target}: {status}")
+    return 0 if response.status == health_pb2.HealthCheckResponse.SERVING else 1
+
+
+def _loopback(listen_address: str) -> str:
+    """Where to reach a server listening on ``listen_address`` from its own host."""
+    host, _, port = listen_address.rpartition(":")
+    return f"127.0.0.1:{port}" if host in ("", "0.0.0.0", "[::]") else listen_address  # noqa: S104 - not a bind
+
+
+def _dev_certs(arguments: argparse.Namespace) -> int:
+    from server.tls import write_demo_certificates
+
+    written = write_demo_certificates(arguments.out, arguments.partner, arguments.server_name)
+    for path in written:
+        print(path)
     return 0
 
 
@@ -150,6 +224,8 @@ def _serve(_: argparse.Namespace) -> int:
     running.start()
     log.info("serving", extra={"address": f"{settings.listen_address.rsplit(':', 1)[0]}:{running.port}"})
     print(f"coalition serving gRPC on port {running.port}", flush=True)
+    if running.mtls_port is not None:
+        print(f"coalition serving gRPC with client certificates on port {running.mtls_port}", flush=True)
     stopped = threading.Event()
 
     def on_signal(signum: int, _frame: Any) -> None:

@@ -5,20 +5,26 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
 from loyalty.v1 import checkout_service_pb2 as pb
 
-from common.clock import SystemClock
+from checkout.commands import Basket, EarnCommand, RedeemCommand, ReturnCommand
+from checkout.services import CheckoutService
+from checkout.session import CheckoutSettings, PartnerRef
+from common.clock import ManualClock
 from common.db import create_engine
 from common.errors import AlreadyExists
 from common.idempotency import RequestKey
 from common.uow import UnitOfWork
+from members.identifiers import IdentifierKind, MemberIdentifier
 from partners import services
 from partners.rates import Billing, ContractTerms
 from sdk.client import CoalitionClient, Credentials
 from sdk.tokens import generate_key_pair, load_private_key, write_private_key
+from settlement.periods import Period, PeriodLength, period_of
 
 log = logging.getLogger(__name__)
 
@@ -65,12 +71,19 @@ def _key_pair(private_path: Path, public_path: Path, algorithm: str) -> str:
     return public_path.read_text()
 
 
-def seed_demo(database_url: str, keys_dir: Path) -> None:
-    """Creates the demo partners, their keys (under ``keys_dir``) and contracts. Safe to rerun."""
+def seed_demo(database_url: str, keys_dir: Path, *, identifier_pepper: bytes, now: datetime | None = None) -> None:
+    """Creates the demo partners, their keys (under ``keys_dir``) and contracts. Safe to rerun.
+
+    On the first run the network is dated from the start of last month and plays a little of last
+    month's trade, so finance can close that period at once (`coalition settlement close`).
+    """
     keys_dir.mkdir(parents=True, exist_ok=True)
     _key_pair(*operator_key_paths(keys_dir), "ES256")
+    last_month = period_of(now or datetime.now(UTC), PeriodLength.MONTH).previous()
+    clock = ManualClock(last_month.starts_at + timedelta(hours=9))
     engine = create_engine(database_url, pool_size=1)
-    uow = UnitOfWork(engine, SystemClock())
+    uow = UnitOfWork(engine, clock)
+    seeded: dict[str, PartnerRef] = {}
     for partner in DEMO_PARTNERS:
         public_pem = _key_pair(
             keys_dir / f"{partner.partner_id}.pem", keys_dir / f"{partner.partner_id}.pub.pem", partner.algorithm
@@ -93,9 +106,40 @@ def seed_demo(database_url: str, keys_dir: Path) -> None:
             uow, RequestKey(request.scope, request.key + "-contract"), partner_code=partner.partner_id,
             terms=partner.terms, effective_from=None, created_by="seed-demo",
         )  # fmt: skip
+        seeded[partner.partner_id] = PartnerRef(created.result.id, f"partner:{partner.partner_id}")
         currency, key_path = partner.terms.currency, keys_dir / f"{partner.partner_id}.pem"
         print(f"seeded {partner.partner_id} ({partner.kind}, {currency}); signing key {key_path}")
+    if len(seeded) == len(DEMO_PARTNERS):
+        _play_last_month(CheckoutService(uow, CheckoutSettings(identifier_pepper=identifier_pepper)), clock,
+                         last_month, seeded)  # fmt: skip
+        print(
+            f"played {last_month.label}'s trade: close it with `coalition settlement close --period {last_month.label}`"
+        )
     engine.dispose()
+
+
+def _play_last_month(
+    service: CheckoutService, clock: ManualClock, month: Period, partners: dict[str, PartnerRef]
+) -> None:
+    """Cross-brand trade worth settling: Harbor Bank (billed on redemption) pays for its points when spent."""
+    store, shop, bank = partners["brightmart-stores"], partners["northwind-online"], partners["harbor-bank"]
+    ana = MemberIdentifier(IdentifierKind.PHONE, "+447700900101")
+    ben = MemberIdentifier(IdentifierKind.PHONE, "+447700900102")
+
+    def on_day(day: int) -> str:
+        clock.set(month.starts_at + timedelta(days=day - 1, hours=10))
+        return f"seed-{month.label}-{day}"
+
+    service.earn_points(store, on_day(2), EarnCommand(ana, "S-1001", Basket("GBP", 12000), enroll_if_unknown=True))
+    service.earn_points(bank, on_day(3), EarnCommand(ana, "CARD-77001", Basket("EUR", 40000), enroll_if_unknown=True))
+    service.earn_points(shop, on_day(5), EarnCommand(ben, "W-2001", Basket("EUR", 15000), enroll_if_unknown=True))
+    service.redeem_points(
+        shop, on_day(10), RedeemCommand(ana, 300, "EUR", basket_total_minor=10000, receipt_id="W-2002")
+    )
+    service.redeem_points(
+        store, on_day(21), RedeemCommand(ben, 100, "GBP", basket_total_minor=3000, receipt_id="S-1002")
+    )
+    service.return_purchase(store, on_day(25), ReturnCommand("S-1001", returned_minor=6000))
 
 
 def partner_client(target: str, keys_dir: Path, partner_id: str) -> CoalitionClient:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 import grpc
 from google.protobuf.descriptor import FieldDescriptor
@@ -18,6 +19,7 @@ from common.errors import Unauthenticated
 from common.pan import refuse_pan
 from server import metrics
 from server.errors import status_for_exception
+from server.tls import ClientCertificatePolicy
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +36,11 @@ else:
     _ServerInterceptor = grpc.ServerInterceptor
 
 Behavior = Callable[[Any, grpc.ServicerContext], Any]
+_END = object()
 
 
 def _refuse_streaming(_request: Any, context: grpc.ServicerContext) -> Any:
-    context.abort(grpc.StatusCode.UNIMPLEMENTED, "streaming calls are not served yet")
+    context.abort(grpc.StatusCode.UNIMPLEMENTED, "client-streaming calls are not served")
 
 
 _REFUSE_STREAMING = grpc.stream_stream_rpc_method_handler(_refuse_streaming)
@@ -51,14 +54,27 @@ def current_principal() -> Principal:
     return principal
 
 
-def _unary(
+def _served(
     continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler[Any, Any] | None],
     details: grpc.HandlerCallDetails,
 ) -> Any:
+    """The handler if these interceptors wrap it: one request in, one response or a blocking stream out.
+
+    Client-streaming and bidirectional calls, and streams written through a callback (health's
+    Watch), are passed through untouched by the others and refused by the auth interceptor.
+    """
     handler = continuation(details)
-    if handler is None or handler.request_streaming or handler.response_streaming:
+    if handler is None or handler.request_streaming:
+        return None
+    if handler.response_streaming and getattr(handler.unary_stream, "experimental_non_blocking", False):
         return None
     return handler
+
+
+def _replace_behavior(handler: Any, wrap: Callable[[Behavior], Behavior]) -> Any:
+    if handler.response_streaming:
+        return handler._replace(unary_stream=wrap(handler.unary_stream))
+    return handler._replace(unary_unary=wrap(handler.unary_unary))
 
 
 def short_method(full_method: str) -> str:
@@ -71,62 +87,92 @@ class MetricsInterceptor(_ServerInterceptor):
     """Latency by method and code, RPCs in flight, and one access-log line per failed RPC."""
 
     def intercept_service(self, continuation: Any, details: grpc.HandlerCallDetails) -> Any:
-        handler = _unary(continuation, details)
+        handler = _served(continuation, details)
         if handler is None:
             return continuation(details)
-        method, behavior = short_method(details.method), handler.unary_unary
+        method = short_method(details.method)
 
-        def measured(request: Any, context: grpc.ServicerContext) -> Any:
-            metrics.RPCS_IN_FLIGHT.inc()
-            started = time.perf_counter()
-            _status_code.set(grpc.StatusCode.OK)
-            try:
-                return behavior(request, context)
-            finally:
-                elapsed = time.perf_counter() - started
-                code = _status_code.get()
-                metrics.RPCS_IN_FLIGHT.dec()
-                metrics.RPC_DURATION_SECONDS.labels(method=method, code=code.name).observe(elapsed)
-                if code is not grpc.StatusCode.OK:
-                    log.info("rpc failed", extra={"rpc": method, "code": code.name, "ms": round(elapsed * 1e3, 2)})
+        def wrap(behavior: Behavior) -> Behavior:
+            def measured(request: Any, context: grpc.ServicerContext) -> Any:
+                with _measured(method):
+                    return behavior(request, context)
 
-        return handler._replace(unary_unary=measured)
+            def measured_stream(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+                with _measured(method):  # until the stream ends, fails or is abandoned
+                    yield from behavior(request, context)
+
+            return measured_stream if handler.response_streaming else measured
+
+        return _replace_behavior(handler, wrap)
+
+
+@contextmanager
+def _measured(method: str) -> Iterator[None]:
+    metrics.RPCS_IN_FLIGHT.inc()
+    started = time.perf_counter()
+    _status_code.set(grpc.StatusCode.OK)
+    try:
+        yield
+    except GeneratorExit:
+        # grpc drops a stream whose client cancelled or went away.
+        _status_code.set(grpc.StatusCode.CANCELLED)
+        raise
+    finally:
+        elapsed = time.perf_counter() - started
+        code = _status_code.get()
+        metrics.RPCS_IN_FLIGHT.dec()
+        metrics.RPC_DURATION_SECONDS.labels(method=method, code=code.name).observe(elapsed)
+        if code is not grpc.StatusCode.OK:
+            log.info("rpc failed", extra={"rpc": method, "code": code.name, "ms": round(elapsed * 1e3, 2)})
 
 
 class ErrorInterceptor(_ServerInterceptor):
     """Turns every exception into a status from the catalog, with ErrorInfo; never UNKNOWN."""
 
     def intercept_service(self, continuation: Any, details: grpc.HandlerCallDetails) -> Any:
-        handler = _unary(continuation, details)
+        handler = _served(continuation, details)
         if handler is None:
             return continuation(details)
-        behavior: Behavior = handler.unary_unary
 
-        def translated(request: Any, context: grpc.ServicerContext) -> Any:
-            try:
-                return behavior(request, context)
-            except Exception as error:
-                status = status_for_exception(error, details.method)
-                _status_code.set(status.code)
-                context.abort_with_status(status)
+        def abort(error: Exception, context: grpc.ServicerContext) -> NoReturn:
+            status = status_for_exception(error, details.method)
+            _status_code.set(status.code)
+            context.abort_with_status(status)
 
-        return handler._replace(unary_unary=translated)
+        def wrap(behavior: Behavior) -> Behavior:
+            def translated(request: Any, context: grpc.ServicerContext) -> Any:
+                try:
+                    return behavior(request, context)
+                except Exception as error:
+                    abort(error, context)
+
+            def translated_stream(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+                try:
+                    yield from behavior(request, context)
+                except Exception as error:  # raised by any step of the stream, including its first
+                    abort(error, context)
+
+            return translated_stream if handler.response_streaming else translated
+
+        return _replace_behavior(handler, wrap)
 
 
 class PanGuardInterceptor(_ServerInterceptor):
     """Refuses any request with a card number in any text field, before it reaches a service."""
 
     def intercept_service(self, continuation: Any, details: grpc.HandlerCallDetails) -> Any:
-        handler = _unary(continuation, details)
+        handler = _served(continuation, details)
         if handler is None or details.method.startswith(UNAUTHENTICATED_PREFIXES):
             return continuation(details)
-        behavior: Behavior = handler.unary_unary
 
-        def guarded(request: Message, context: grpc.ServicerContext) -> Any:
-            _refuse_pans(request, "")
-            return behavior(request, context)
+        def wrap(behavior: Behavior) -> Behavior:
+            def guarded(request: Message, context: grpc.ServicerContext) -> Any:
+                _refuse_pans(request, "")
+                return behavior(request, context)  # a response, or a stream's iterator
 
-        return handler._replace(unary_unary=guarded)
+            return guarded
+
+        return _replace_behavior(handler, wrap)
 
 
 def _refuse_pans(message: Message, prefix: str) -> None:
@@ -141,35 +187,74 @@ def _refuse_pans(message: Message, prefix: str) -> None:
 
 
 class AuthInterceptor(_ServerInterceptor):
-    """Verifies the bearer token against the raw request bytes before the request is parsed."""
+    """Verifies the bearer token against the raw request bytes before the request is parsed.
 
-    def __init__(self, verifier: TokenVerifier) -> None:
+    With a certificate policy, the verified caller must also match the client certificate of the
+    connection, for the partners that asked for mutual TLS.
+    """
+
+    def __init__(self, verifier: TokenVerifier, certificate_policy: ClientCertificatePolicy | None = None) -> None:
         self.verifier = verifier
+        self.certificate_policy = certificate_policy
 
     def intercept_service(self, continuation: Any, details: grpc.HandlerCallDetails) -> Any:
         if details.method.startswith(UNAUTHENTICATED_PREFIXES):
             return continuation(details)
-        handler = _unary(continuation, details)
+        handler = _served(continuation, details)
         if handler is None:
-            # Fail closed: a streaming method added later is refused until it is authenticated here.
+            # Fail closed: a client-streaming method added later is refused until it is authenticated here.
             return None if continuation(details) is None else _REFUSE_STREAMING
-        behavior: Behavior = handler.unary_unary
         deserialize: Callable[[bytes], Any] = handler.request_deserializer
+        behavior: Behavior = handler.unary_stream if handler.response_streaming else handler.unary_unary
 
-        def authenticated(raw_request: bytes, context: grpc.ServicerContext) -> Any:
+        def verify(raw_request: bytes, context: grpc.ServicerContext) -> Principal:
             authorization = dict(context.invocation_metadata()).get("authorization")
             try:
                 principal = self.verifier.verify(
                     str(authorization) if authorization else None, method=details.method, body=raw_request
                 )
+                if self.certificate_policy is not None:
+                    # grpc-stubs type the values as bytes; gRPC gives a list of values per property.
+                    auth_context = cast(Mapping[str, Iterable[bytes]], context.auth_context())
+                    self.certificate_policy.check(principal, auth_context)
+                return principal
             except Unauthenticated as error:
                 metrics.AUTH_FAILURES_TOTAL.labels(reason=error.reason).inc()
                 raise
-            token = _principal.set(principal)
+
+        def authenticated(raw_request: bytes, context: grpc.ServicerContext) -> Any:
+            token = _principal.set(verify(raw_request, context))
             try:
                 return behavior(deserialize(raw_request), context)
             finally:
                 _principal.reset(token)
 
+        def authenticated_stream(raw_request: bytes, context: grpc.ServicerContext) -> Iterator[Any]:
+            principal = verify(raw_request, context)
+            request = deserialize(raw_request)
+            return _steps_as(principal, lambda: behavior(request, context))
+
         # No deserializer: gRPC hands over the raw bytes, which the token's body hash must match.
+        if handler.response_streaming:
+            return handler._replace(unary_stream=authenticated_stream, request_deserializer=None)
         return handler._replace(unary_unary=authenticated, request_deserializer=None)
+
+
+def _steps_as(principal: Principal, start: Callable[[], Iterable[Any]]) -> Iterator[Any]:
+    """Runs a response stream with ``principal`` as the caller, setting it around each step.
+
+    A stream is a lazy generator that grpc resumes once per message, possibly in another context, so
+    the principal cannot be set once around the whole call as it is for a unary one.
+    """
+    responses: Iterator[Any] | None = None
+    while True:
+        token = _principal.set(principal)
+        try:
+            if responses is None:
+                responses = iter(start())
+            response = next(responses, _END)
+        finally:
+            _principal.reset(token)
+        if response is _END:
+            return
+        yield response

@@ -21,7 +21,20 @@ IDEMPOTENT_REPLAYS_TOTAL = Counter(
 )
 AUTH_FAILURES_TOTAL = Counter("loyalty_auth_failures_total", "Rejected tokens, by reason (a bounded set).", ["reason"])
 HOLDS_EXPIRED_TOTAL = Counter("loyalty_holds_expired_total", "Holds marked EXPIRED by the sweeper.")
+HOLDS_EXPIRY_BACKLOG = Gauge(
+    "loyalty_holds_expiry_backlog", "Holds past their time not yet marked EXPIRED (the sweep's backlog)."
+)
+LEDGER_CHECK_FAILURES = Gauge(
+    "loyalty_ledger_check_failures",
+    "Ledger invariants broken at the last check (0 when every one holds, -1 when the check could not run).",
+)
+LEDGER_CHECK_LAST_RUN_SECONDS = Gauge(
+    "loyalty_ledger_check_last_run_timestamp_seconds", "When the ledger invariants were last checked (Unix time)."
+)
 DATABASE_UP = Gauge("loyalty_database_up", "1 when the last health probe reached the database.")
+RECONCILIATION_FAILURES_TOTAL = Counter(
+    "loyalty_reconciliation_failures_total", "Failed settlement reconciliation checks, by check name.", ["check"]
+)
 
 
 def record_points(operation: str, partner: str, points: int) -> None:

@@ -7,9 +7,11 @@ where an unreachable server fails the run and any skipped PostgreSQL test fails 
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, text
@@ -75,6 +77,39 @@ def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
 @pytest.fixture(scope="session", params=BACKENDS)
 def database_url(request: pytest.FixtureRequest) -> str:
     return str(request.getfixturevalue(f"{request.param}_url"))
+
+
+@pytest.fixture(scope="session")
+def postgresql_template_url() -> Iterator[str]:
+    """A migrated database nobody connects to, copied for tests that need a database of their own."""
+    url = fresh_postgres_database()
+    upgrade(url)
+    yield url
+    drop_postgres_database(url)
+
+
+@pytest.fixture(scope="session")
+def sqlite_template_path(tmp_path_factory: pytest.TempPathFactory) -> str:
+    path = tmp_path_factory.mktemp("sqlite-template") / "template.db"
+    upgrade(f"sqlite:///{path}")
+    return str(path)
+
+
+@pytest.fixture(params=BACKENDS)
+def isolated_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A migrated database of this test's own, for work that reads the whole ledger (settlement closes)."""
+    if request.param == "sqlite":
+        path = f"{tmp_path}/isolated.db"
+        shutil.copyfile(request.getfixturevalue("sqlite_template_path"), path)
+        yield f"sqlite:///{path}"
+        return
+    template = request.getfixturevalue("postgresql_template_url")
+    name = f"coalition_test_{uuid.uuid4().hex[:12]}"
+    with _admin_engine().connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{template.rsplit("/", 1)[1]}"'))
+    url = POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    yield url
+    drop_postgres_database(url)
 
 
 @pytest.fixture(scope="session")

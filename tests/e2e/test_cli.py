@@ -13,6 +13,7 @@ import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, fields
+from datetime import UTC, datetime
 from pathlib import Path
 
 import grpc
@@ -25,6 +26,7 @@ from common.db import create_engine
 from sdk.client import CoalitionClient, Credentials
 from sdk.tokens import load_private_key
 from server.config import Settings, env_name
+from settlement.periods import PeriodLength, period_of
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 ENTRY_POINT = Path(sys.executable).parent / "coalition"
@@ -123,7 +125,8 @@ def serving(workspace: Workspace) -> Iterator[subprocess.Popen[str]]:
     workspace.ok("seed-demo")
     assert {path.name: path.read_bytes() for path in workspace.keys.iterdir()} == keys  # keys are not regenerated
     assert table_counts(workspace.environment["LOYALTY_DATABASE_URL"]) == seeded == {
-        "partners": 3, "partner_keys": 3, "contract_versions": 3, "idempotency_records": 9,
+        # 3 partners x (partner, key, contract) + last month's 6 checkout calls.
+        "partners": 3, "partner_keys": 3, "contract_versions": 3, "idempotency_records": 15,
     }  # fmt: skip
     assert {"operator-demo.pem", "operator-demo.pub.pem"} <= set(keys)
     assert all((workspace.keys / f"{partner}.pem").stat().st_mode & 0o777 == 0o600 for partner in DEMO_PARTNERS)
@@ -145,7 +148,7 @@ def serving(workspace: Workspace) -> Iterator[subprocess.Popen[str]]:
 
 def test_help_names_every_command_and_every_setting(workspace: Workspace) -> None:
     top = workspace.ok("--help")
-    for command in ("serve", "migrate", "seed-demo", "demo", "keygen", "jobs", "partner"):
+    for command in ("serve", "migrate", "seed-demo", "demo", "keygen", "jobs", "partner", "settlement"):
         assert command in top
     serve_help = workspace.ok("serve", "--help")
     for setting in fields(Settings):
@@ -191,7 +194,15 @@ def test_a_day_of_operations_through_the_cli(workspace: Workspace, serving: subp
         ))  # fmt: skip
     assert (earned.points_earned, earned.contract_version) == (60, 1)
 
-    assert workspace.ok("jobs", "run").startswith("holds expired: ")
+    jobs = workspace.ok("jobs", "run")
+    assert jobs.startswith("holds expired: ")
+    assert "PASS  ledger: 1. every journal transaction balances" in jobs and "FAIL" not in jobs
+
+    # seed-demo played last month's trade: finance closes it and the books reconcile.
+    last_month = period_of(datetime.now(UTC), PeriodLength.MONTH).previous().label
+    assert "statements" in workspace.ok("settlement", "close", "--period", last_month)
+    assert workspace.run("settlement", "reconcile", "--period", last_month).returncode == 0
+    assert f"{last_month}/harbor-bank/EUR" in workspace.ok("settlement", "list", "--period", last_month)
     metrics_url = f"http://{workspace.environment['LOYALTY_METRICS_ADDRESS']}/metrics"
     with urllib.request.urlopen(metrics_url, timeout=5) as response:
         exposition = response.read().decode("utf-8")

@@ -23,7 +23,7 @@ from common.db import create_engine
 from migrations.runner import upgrade
 from sdk.client import CoalitionClient, Credentials, error_info
 from sdk.tokens import generate_key_pair, sign_request_token
-from server.app import Application, RunningServer, create_server
+from server.app import LIVENESS_SERVICE, Application, RunningServer, create_server
 from server.metrics_http import start_metrics_server
 from tests.e2e.conftest import (
     DEFAULT_TERMS,
@@ -119,6 +119,8 @@ def test_without_a_database_the_server_is_not_serving_and_calls_are_unavailable(
     assert not running.app.database_answers()
     assert health_status(address(running), "") == NOT_SERVING
     assert health_status(address(running), CHECKOUT_SERVICE) == NOT_SERVING
+    # Liveness does not follow the database: an outage must not get every replica restarted.
+    assert health_status(address(running), LIVENESS_SERVICE) == SERVING
 
     body = pb.GetBalanceRequest(member=new_phone()).SerializeToString()
     # Any partner key id: finding it needs the database, which is where the call must stop.

@@ -202,7 +202,14 @@ def test_describe_settings_lists_every_variable_with_its_help_and_default() -> N
         assert f"(default: {setting.default!r})" in line
 
 
-def test_every_described_variable_is_read() -> None:
+def test_every_described_variable_is_read(tmp_path: Path) -> None:
+    pem = tmp_path / "file.pem"
+    pem.touch()
+    # The TLS variables are accepted only together, and their files must exist.
+    tls_environ = {
+        "LOYALTY_TLS_CERT_FILE": str(pem), "LOYALTY_TLS_KEY_FILE": str(pem), "LOYALTY_TLS_CLIENT_CA_FILE": str(pem),
+        "LOYALTY_MTLS_LISTEN_ADDRESS": "127.0.0.1:0",
+    }  # fmt: skip
     for setting in dataclasses.fields(Settings):
         default = setting.default
         raw = {bool: "true", int: "7", float: "7.5", str: "value"}[type(default)]
@@ -211,7 +218,16 @@ def test_every_described_variable_is_read() -> None:
             environ = {env_name(setting.name): "operator-x=/k.pem"}
         if setting.name == "database_url":  # a server database needs a real pepper
             environ["LOYALTY_IDENTIFIER_PEPPER"] = "secret"
+        if setting.name.startswith(("tls_", "mtls_")):
+            environ = tls_environ | {name: value for name, value in environ.items() if not name.endswith("_FILE")}
 
         settings = Settings.from_environment(environ)
 
         assert getattr(settings, setting.name) != default, setting.name
+
+
+def test_an_empty_pepper_is_refused_on_every_database() -> None:
+    # A secret file that could not be read must not start a server hashing identifiers with an empty key.
+    for url in ("sqlite:///var/c.db", "postgresql+psycopg://db/loyalty"):
+        with pytest.raises(ValueError, match="LOYALTY_IDENTIFIER_PEPPER is empty"):
+            Settings.from_environment({"LOYALTY_DATABASE_URL": url, "LOYALTY_IDENTIFIER_PEPPER": " "})

@@ -138,6 +138,19 @@ class Ledger:
         self.repository.change_member_balance(member.member_id, -from_balance, debt)
         return posted, debt
 
+    def expire(
+        self, member: MemberAccounts, posting: Posting, lot_id: int, points: int, issuer_partner_id: int | None
+    ) -> Posted:
+        """Books the lapse of a lot's remaining points: they go back to the issuer's account as breakage."""
+        issued_account = self.repository.account_id("PARTNER_ISSUED", _owner(issuer_partner_id))
+        posted = self._post(
+            posting, points, [(member.points_account_id, DEBIT, points), (issued_account, CREDIT, points)]
+        )
+        self.repository.change_lots([(lot_id, -points)])
+        self._movements(posted, "EXPIRED", [(lot_id, -points)])
+        self.repository.change_member_balance(member.member_id, -points, 0)
+        return posted
+
     def _post(self, posting: Posting, points: int, lines: list[tuple[int, str, int]]) -> Posted:
         lines = [line for line in lines if line[2] > 0]
         debits = sum(amount for _, side, amount in lines if side == DEBIT)

@@ -7,6 +7,7 @@ from common.db import Base
 from ledger import models as ledger_models
 from members import models as members_models
 from partners import models as partners_models
+from programme import models as programme_models
 from settlement import models as settlement_models
 
 metadata = Base.metadata
@@ -19,5 +20,6 @@ __all__ = [
     "members_models",
     "metadata",
     "partners_models",
+    "programme_models",
     "settlement_models",
 ]

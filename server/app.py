@@ -6,6 +6,7 @@ import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -18,16 +19,18 @@ from loyalty.v1 import (
     settlement_service_pb2,
     settlement_service_pb2_grpc,
 )
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, text
 
 from auth.repository import DatabaseReplayGuard
 from auth.tokens import TokenVerifier
+from checkout.repository import CheckoutRepository
 from checkout.services import CheckoutService
 from checkout.session import CheckoutSettings
 from common.clock import Clock, SystemClock
 from common.db import create_engine
 from common.uow import UnitOfWork
 from ledger.checks import LedgerCheck, check_ledger
+from programme.expiry import ExpiryRun, expire_lapsed_points
 from server import metrics, tls
 from server.auth_stores import PartnerKeySource, load_operator_keys
 from server.config import Settings
@@ -137,7 +140,10 @@ class RunningServer:
         """Health follows the database; expired holds are swept and old token ids purged."""
         sweep_every = self.app.settings.hold_sweep_seconds
         check_every = self.app.settings.ledger_check_seconds
-        next_sweep, next_check = 0.0, check_every  # the first ledger check waits a full interval
+        expire_every = self.app.settings.expiry_job_seconds
+        # The first ledger check and expiry run wait a full interval: a rolling restart must not start
+        # every replica's full scans at once.
+        next_sweep, next_check, next_expiry = 0.0, check_every, expire_every
         elapsed = 0.0
         while not self._stopping.is_set():
             is_serving = self.app.database_answers()
@@ -150,6 +156,9 @@ class RunningServer:
             if check_every and is_serving and elapsed >= next_check:
                 check_ledger_and_report(self.app.uow)
                 next_check = elapsed + check_every
+            if expire_every and is_serving and elapsed >= next_expiry:
+                expire_points_and_report(self.app.uow)
+                next_expiry = elapsed + expire_every
             self._stopping.wait(min(HEALTH_PROBE_SECONDS, sweep_every or HEALTH_PROBE_SECONDS))
             elapsed += min(HEALTH_PROBE_SECONDS, sweep_every or HEALTH_PROBE_SECONDS)
 
@@ -166,6 +175,24 @@ class RunningServer:
             self.app.replay_guard.purge_expired(self.app.clock.now())
         except Exception:
             log.exception("maintenance sweep failed")
+
+
+def expire_points_and_report(uow: UnitOfWork) -> ExpiryRun | None:
+    """Books lapsed points (safe while other replicas do the same) and exports what it booked."""
+    try:
+        run = expire_lapsed_points(uow, held_points)
+    except Exception:
+        log.exception("expiry run failed")
+        return None
+    metrics.POINTS_EXPIRED_TOTAL.inc(run.points_expired)
+    metrics.EXPIRY_LAST_RUN_SECONDS.set_to_current_time()
+    if run.lots_expired:
+        log.info("points expired", extra={"lots": run.lots_expired, "points": run.points_expired})
+    return run
+
+
+def held_points(connection: Connection, member_id: int, now: datetime) -> int:
+    return CheckoutRepository(connection).held_points(member_id, now)
 
 
 def check_ledger_and_report(uow: UnitOfWork) -> list[LedgerCheck]:

@@ -60,7 +60,9 @@ def _parser() -> argparse.ArgumentParser:
     _add_tls_commands(commands)
     jobs = commands.add_parser("jobs", help="scheduled work").add_subparsers(title="jobs", metavar="JOB")
     jobs.add_parser(
-        "run", help="expire lapsed holds, purge old token ids and check the ledger invariants, once (exit 1 if broken)"
+        "run",
+        help="expire lapsed holds and points, purge old token ids and check the ledger invariants, once "
+        "(exit 1 if something failed)",
     ).set_defaults(run=_jobs)
     from server.partner_cli import add_partner_commands
 
@@ -160,12 +162,17 @@ def _token(arguments: argparse.Namespace) -> int:
 
 
 def _jobs(_: argparse.Namespace) -> int:
-    from server.app import Application, check_ledger_and_report
+    from server.app import Application, check_ledger_and_report, expire_points_and_report
 
     app = Application.build(_settings())
     expired = app.checkout.expire_holds()
     purged = app.replay_guard.purge_expired(app.clock.now())
     print(f"holds expired: {expired}; token ids purged: {purged}")
+    lapsed = expire_points_and_report(app.uow)
+    if lapsed is None:
+        print("FAIL  expiry run (see the log)")
+    else:
+        print(f"points expired: {lapsed.points_expired} in {lapsed.lots_expired} lots of {lapsed.members} members")
     checks = check_ledger_and_report(app.uow)
     for check in checks:
         print(
@@ -173,7 +180,7 @@ def _jobs(_: argparse.Namespace) -> int:
             + (f" ({check.detail})" if check.detail else "")
         )
     app.engine.dispose()
-    return 0 if checks and all(check.passed for check in checks) else 1
+    return 0 if lapsed is not None and checks and all(check.passed for check in checks) else 1
 
 
 def _health(arguments: argparse.Namespace) -> int:

@@ -55,6 +55,9 @@ class Settings:
     ledger_check_seconds: float = _setting(
         3600.0, "How often the ledger invariants are checked (full scans; loyalty_ledger_check_failures); 0 disables"
     )
+    expiry_job_seconds: float = _setting(
+        3600.0, "How often lapsed points are booked as expiries (network policy); 0 disables (run `jobs run`)"
+    )
     enable_reflection: bool = _setting(False, "Serve gRPC reflection (development only)")
     shutdown_grace_seconds: float = _setting(10.0, "On SIGTERM, how long in-flight RPCs may finish")
     settlement_period: str = _setting("month", "Settlement period length: month (UTC calendar), week (ISO) or day")

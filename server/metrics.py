@@ -31,6 +31,12 @@ LEDGER_CHECK_FAILURES = Gauge(
 LEDGER_CHECK_LAST_RUN_SECONDS = Gauge(
     "loyalty_ledger_check_last_run_timestamp_seconds", "When the ledger invariants were last checked (Unix time)."
 )
+POINTS_EXPIRED_TOTAL = Counter(
+    "loyalty_points_expired_total", "Points booked as expired by the expiry job (network policy)."
+)
+EXPIRY_LAST_RUN_SECONDS = Gauge(
+    "loyalty_expiry_last_run_timestamp_seconds", "When the expiry job last finished (Unix time)."
+)
 DATABASE_UP = Gauge("loyalty_database_up", "1 when the last health probe reached the database.")
 RECONCILIATION_FAILURES_TOTAL = Counter(
     "loyalty_reconciliation_failures_total", "Failed settlement reconciliation checks, by check name.", ["check"]

@@ -11,6 +11,9 @@
   spent, so they are not billed; points a return takes from other lots, or that repay a member's debt,
   were used up and are billed to that lot's issuer like any spending. In exchange, an ON_REDEMPTION
   issuer whose returned points had already been spent is credited for them (CONSUMPTION_REVERSAL).
+- Expired points (EXPIRY transactions, programme/expiry.py) are BREAKAGE at 0 on their issuer's
+  statement, whatever the billing: an ON_ISSUANCE issuer paid for them when they were issued and the
+  operator keeps the breakage; an ON_REDEMPTION issuer never pays for them.
 
 Pure, no I/O.
 """
@@ -80,6 +83,10 @@ def items_of_entry(entry: EntryItem, period: Period) -> list[Item]:
         if already_spent > 0:
             found.append(item(LineType.CONSUMPTION_REVERSAL, entry.issuance_price, already_spent))
         return found
+    if kind == ("PARTNER_ISSUED", "EXPIRY"):
+        # ON_ISSUANCE: paid for at issuance, the operator keeps the breakage; the issuer sees it at 0.
+        # ON_REDEMPTION: the lot's EXPIRED movement reports it (items_of_movement), so nothing here.
+        return [item(LineType.BREAKAGE, ZERO, entry.points)] if on_issuance else []
     if kind == ("PARTNER_REDEEMED", "REDEEM"):
         return [item(LineType.REDEMPTION, entry.reimbursement_rate, entry.points)]
     if kind == ("PARTNER_REDEEMED", "REDEMPTION_REFUND"):

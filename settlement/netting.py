@@ -27,7 +27,7 @@ class LineType(StrEnum):
     CONSUMPTION_REVERSAL = "CONSUMPTION_REVERSAL"  # ON_REDEMPTION: spent points of its lots given back
     REDEMPTION = "REDEMPTION"  # points redeemed at its tills, reimbursed
     REDEMPTION_REFUND = "REDEMPTION_REFUND"  # redeemed points given back on returns
-    BREAKAGE = "BREAKAGE"  # ON_REDEMPTION: its points that expired; reported, not billed
+    BREAKAGE = "BREAKAGE"  # its points that expired; reported, not billed
     ROUNDING = "ROUNDING"  # the difference between the rounded net and the sum of rounded lines
 
 

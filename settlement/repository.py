@@ -241,12 +241,13 @@ class SettlementRepository:
             (versions.c.id.is_(None), UNCLASSIFIED),
             (and_(issued, transactions.c.kind == "EARN"), "ISSUANCE"),
             (and_(issued, transactions.c.kind == "EARN_REVERSAL"), "ISSUANCE_REVERSAL"),
+            (and_(issued, transactions.c.kind == "EXPIRY"), "BREAKAGE"),  # ON_ISSUANCE only, see below
             (and_(redeemed, transactions.c.kind == "REDEEM"), "REDEMPTION"),
             (and_(redeemed, transactions.c.kind == "REDEMPTION_REFUND"), "REDEMPTION_REFUND"),
             else_=UNCLASSIFIED,
         )
-        entry_price = case((redeemed, versions.c.reimbursement_rate), (on_issuance, versions.c.issuance_price),
-                           else_=zero)  # fmt: skip
+        entry_price = case((transactions.c.kind == "EXPIRY", zero), (redeemed, versions.c.reimbursement_rate),
+                           (on_issuance, versions.c.issuance_price), else_=zero)  # fmt: skip
         own_lot_reversed = _own_lot_reversed()
 
         partner_entries = _period_partner_entries(
@@ -264,6 +265,9 @@ class SettlementRepository:
             ),
             period_id,
             account_ids,
+        ).where(
+            # The expiry of an ON_REDEMPTION lot is itemised from its EXPIRED movement (lot_movements).
+            ~and_(transactions.c.kind == "EXPIRY", func.coalesce(versions.c.billing, "") == "ON_REDEMPTION")
         )
 
         # An ON_REDEMPTION issuer whose returned points had already been spent is credited for them. Few

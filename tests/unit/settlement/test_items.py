@@ -31,6 +31,7 @@ TRANSACTION_KINDS = ["EARN", "REDEEM", "EARN_REVERSAL", "REDEMPTION_REFUND", "EX
 CLASSIFIED = {
     ("PARTNER_ISSUED", "EARN"),
     ("PARTNER_ISSUED", "EARN_REVERSAL"),
+    ("PARTNER_ISSUED", "EXPIRY"),
     ("PARTNER_REDEEMED", "REDEEM"),
     ("PARTNER_REDEEMED", "REDEMPTION_REFUND"),
 }
@@ -129,6 +130,19 @@ def test_an_on_issuance_earn_reversal_ignores_own_lot_lineage() -> None:
     fact = entry(transaction_kind="EARN_REVERSAL", billing="ON_ISSUANCE", own_lot_reversed=400)
 
     assert lines(items_of_entry(fact, MARCH)) == [(LineType.ISSUANCE_REVERSAL, PRICE, 1000)]
+
+
+def test_expired_points_of_an_on_issuance_issuer_are_breakage_at_zero() -> None:
+    fact = entry(transaction_kind="EXPIRY", billing="ON_ISSUANCE")
+
+    assert lines(items_of_entry(fact, MARCH)) == [(LineType.BREAKAGE, ZERO, 1000)]
+
+
+def test_expired_points_of_an_on_redemption_issuer_come_from_the_lot_movement_only() -> None:
+    """Its lot's EXPIRED movement is the breakage item; the entry adds nothing, so nothing counts twice."""
+    fact = entry(transaction_kind="EXPIRY", billing="ON_REDEMPTION")
+
+    assert items_of_entry(fact, MARCH) == []
 
 
 @pytest.mark.parametrize(

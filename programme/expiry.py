@@ -1,0 +1,157 @@
+"""Lot expiry: books points that lapsed under the network policy as EXPIRY journal transactions.
+
+A lot lapses when its ``expires_at`` passes, or, when the policy sets ``inactivity_months``, when its
+member has had no earn, spend or return for that long. Each lapsed lot gets one EXPIRY transaction
+that returns its remaining points to the issuer's account, so settlement attributes the breakage to
+the lot's issuer (settlement/items.py). Its business time is the moment the points lapsed, not the
+moment the run noticed, so a late run still books the expiry in the right period.
+
+The run is idempotent and safe from several replicas at once: each member is handled in its own
+transaction under the member lock every change to a member's points takes, and a booked lot has no
+remaining points left to book. Pending points (not yet available) are never touched. Held points are
+never touched either: a hold only ever rests on lots that outlive it, so an expired lot backs no open
+hold, and a member with an open hold is active, so inactivity never lapses points a hold reserved.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Select, and_, bindparam, func, select
+
+from common.uow import UnitOfWork
+from ledger.posting import Ledger, Posting
+from ledger.repository import LedgerRepository, lots, transactions
+from programme.policy import ExpiryPolicy, add_months
+from programme.services import policy_in_force
+
+# What counts as a member's activity: their own earns, spends and returns at any partner.
+ACTIVITY_KINDS = ("EARN", "REDEEM", "EARN_REVERSAL", "REDEMPTION_REFUND")
+
+# Open holds of a member at an instant (the checkout package knows holds; the server wires it in).
+HeldPoints = Callable[[Connection, int, datetime], int]
+
+_HAS_POINTS = and_(lots.c.remaining_points > 0, lots.c.available_at <= bindparam("now"))
+_MEMBERS_WITH_EXPIRED_LOTS = (
+    select(lots.c.member_id)
+    .where(_HAS_POINTS, lots.c.expires_at <= bindparam("now"), lots.c.member_id > bindparam("after"))
+    .group_by(lots.c.member_id)
+    .order_by(lots.c.member_id)
+    .limit(bindparam("limit"))
+)
+_LAST_ACTIVITY = (
+    select(func.max(transactions.c.business_time))
+    .where(transactions.c.member_id == lots.c.member_id, transactions.c.kind.in_(ACTIVITY_KINDS))
+    .scalar_subquery()
+)
+_INACTIVE_MEMBERS = (
+    select(lots.c.member_id)
+    .where(_HAS_POINTS, lots.c.member_id > bindparam("after"))
+    .group_by(lots.c.member_id)
+    .having(bindparam("inactive_since") >= _LAST_ACTIVITY)
+    .order_by(lots.c.member_id)
+    .limit(bindparam("limit"))
+)
+_MEMBER_LAST_ACTIVITY = select(func.max(transactions.c.business_time)).where(
+    transactions.c.member_id == bindparam("member"), transactions.c.kind.in_(ACTIVITY_KINDS)
+)
+
+
+@dataclass(frozen=True)
+class ExpiryRun:
+    members: int
+    lots_expired: int
+    points_expired: int
+
+    def __add__(self, other: ExpiryRun) -> ExpiryRun:
+        return ExpiryRun(
+            self.members + other.members,
+            self.lots_expired + other.lots_expired,
+            self.points_expired + other.points_expired,
+        )
+
+
+NOTHING = ExpiryRun(0, 0, 0)
+
+
+def expire_lapsed_points(uow: UnitOfWork, held_points: HeldPoints, *, batch_size: int = 500) -> ExpiryRun:
+    """Books every lot lapsed by now under the policy in force now; returns what it booked."""
+    now = uow.clock.now()
+    policy = uow.run(lambda connection: policy_in_force(connection, now)).policy.expiry
+    total = NOTHING
+    for query, parameters in _candidate_queries(policy, now):
+        after = 0
+        while True:
+            members = _member_ids(uow, query, {**parameters, "now": now, "after": after, "limit": batch_size})
+            for member_id in members:
+                total += _expire_member(uow, member_id, now, policy, held_points)
+            if len(members) < batch_size:
+                break
+            after = members[-1]
+    return total
+
+
+def _member_ids(uow: UnitOfWork, query: Select[Any], parameters: dict[str, object]) -> list[int]:
+    def work(connection: Connection) -> list[int]:
+        return [int(member_id) for member_id in connection.execute(query, parameters).scalars()]
+
+    return uow.run(work)
+
+
+def _candidate_queries(policy: ExpiryPolicy, now: datetime) -> list[tuple[Select[Any], dict[str, object]]]:
+    found: list[tuple[Select[Any], dict[str, object]]] = [(_MEMBERS_WITH_EXPIRED_LOTS, {})]
+    if policy.inactivity_months is not None:
+        found.append((_INACTIVE_MEMBERS, {"inactive_since": add_months(now, -policy.inactivity_months)}))
+    return found
+
+
+def _expire_member(
+    uow: UnitOfWork, member_id: int, now: datetime, policy: ExpiryPolicy, held_points: HeldPoints
+) -> ExpiryRun:
+    return uow.run(lambda connection: _expire_member_in(connection, member_id, now, policy, held_points))
+
+
+def _expire_member_in(
+    connection: Connection, member_id: int, now: datetime, policy: ExpiryPolicy, held_points: HeldPoints
+) -> ExpiryRun:
+    repository = LedgerRepository(connection)
+    member = repository.lock_member(member_id)  # then re-read: another replica may have booked these already
+    lapsed_at_inactivity = _inactivity_deadline(connection, member_id, now, policy)
+    if lapsed_at_inactivity is not None and held_points(connection, member_id, now) > 0:
+        lapsed_at_inactivity = None  # an open hold is activity: its points stay
+    query = select(
+        lots.c.id, lots.c.remaining_points, lots.c.issuer_partner_id, lots.c.contract_version_id, lots.c.expires_at
+    ).where(lots.c.member_id == member_id, lots.c.remaining_points > 0, lots.c.available_at <= now)
+    if lapsed_at_inactivity is None:
+        query = query.where(lots.c.expires_at <= now)
+    rows = connection.execute(query.order_by(lots.c.id)).all()
+    ledger = Ledger(repository, recorded_at=now)
+    points = 0
+    for lot_id, remaining, issuer_partner_id, contract_version_id, expires_at in rows:
+        lapsed_at = expires_at if expires_at <= now else lapsed_at_inactivity
+        assert lapsed_at is not None
+        if lapsed_at_inactivity is not None:
+            lapsed_at = min(lapsed_at, lapsed_at_inactivity)
+        posting = Posting(
+            kind="EXPIRY", member_id=member_id, partner_id=issuer_partner_id,
+            contract_version_id=contract_version_id, business_time=lapsed_at,
+        )  # fmt: skip
+        ledger.expire(member, posting, lot_id, int(remaining), issuer_partner_id)
+        points += int(remaining)
+    return ExpiryRun(1 if rows else 0, len(rows), points)
+
+
+def _inactivity_deadline(
+    connection: Connection, member_id: int, now: datetime, policy: ExpiryPolicy
+) -> datetime | None:
+    """When the member's points lapsed for inactivity, if they have by ``now``; else None."""
+    if policy.inactivity_months is None:
+        return None
+    last_activity = connection.execute(_MEMBER_LAST_ACTIVITY, {"member": member_id}).scalar()
+    if last_activity is None:
+        return None
+    deadline = add_months(last_activity, policy.inactivity_months)
+    return deadline if deadline <= now else None

@@ -10,7 +10,7 @@ from sqlalchemy import Connection, and_, bindparam, func, select
 
 from checkout.models import Hold, PartnerDailyIssuance, Purchase
 from common.db import table_of
-from common.sql import insert_ignoring_conflict, inserted_id
+from common.sql import Prebuilt, insert_ignoring_conflict
 from ledger.repository import MemberAccounts, balances
 from members.repository import MemberRow, identifiers, links, members
 
@@ -56,20 +56,21 @@ class PurchaseRow:
 _HOLD_COLUMNS = [holds.c[name] for name in HoldRow.__dataclass_fields__]
 _PURCHASE_COLUMNS = [purchases.c[name] for name in PurchaseRow.__dataclass_fields__]
 
-# Hot-path statements, built once (see ledger.repository).
-_HELD_POINTS = select(func.coalesce(func.sum(holds.c.points), 0)).where(
+# Hot-path statements, built once and run as Prebuilt (see ledger.repository).
+_HELD = select(func.coalesce(func.sum(holds.c.points), 0)).where(
     holds.c.member_id == bindparam("member"), holds.c.status == "HELD", holds.c.expires_at > bindparam("now")
 )
-_HELD_POINTS_EXCLUDING = _HELD_POINTS.where(holds.c.id != bindparam("excluded"))
-_PURCHASE_FOR_UPDATE = (
+_HELD_POINTS = Prebuilt(_HELD)
+_HELD_POINTS_EXCLUDING = Prebuilt(_HELD.where(holds.c.id != bindparam("excluded")))
+_PURCHASE_FOR_UPDATE = Prebuilt(
     select(*_PURCHASE_COLUMNS)
     .where(purchases.c.partner_id == bindparam("partner"), purchases.c.receipt_id == bindparam("receipt"))
     .with_for_update()
 )
-_INSERT_PURCHASE = purchases.insert()
+_INSERT_PURCHASE = Prebuilt(purchases.insert().inline())
 _PURCHASE_DEFAULTS = {"points_earned": 0, "points_redeemed": 0, "returned_minor": 0, "points_reversed": 0,
                       "points_restored": 0, "channel": "UNSPECIFIED"}  # fmt: skip
-_INSERT_HOLD = holds.insert()
+_INSERT_HOLD = Prebuilt(holds.insert().returning(holds.c.id))
 _MEMBER_FOR_UPDATE = (
     select(
         members.c.id,
@@ -88,12 +89,14 @@ _MEMBER_FOR_UPDATE = (
     )
     .with_for_update(of=balances)
 )
-_MEMBER_BY_NUMBER_FOR_UPDATE = _MEMBER_FOR_UPDATE.where(members.c.member_number == bindparam("number"))
-_MEMBER_BY_HASH_FOR_UPDATE = _MEMBER_FOR_UPDATE.where(
-    members.c.id
-    == select(identifiers.c.member_id)
-    .where(identifiers.c.kind == bindparam("kind"), identifiers.c.lookup_hash == bindparam("hash"))
-    .scalar_subquery()
+_MEMBER_BY_NUMBER_FOR_UPDATE = Prebuilt(_MEMBER_FOR_UPDATE.where(members.c.member_number == bindparam("number")))
+_MEMBER_BY_HASH_FOR_UPDATE = Prebuilt(
+    _MEMBER_FOR_UPDATE.where(
+        members.c.id
+        == select(identifiers.c.member_id)
+        .where(identifiers.c.kind == bindparam("kind"), identifiers.c.lookup_hash == bindparam("hash"))
+        .scalar_subquery()
+    )
 )
 
 
@@ -115,12 +118,10 @@ class CheckoutRepository:
     ) -> LockedMember | None:
         """Finds a member by number or identifier hash and locks their balance row, in one statement."""
         if number:
-            result = self.connection.execute(_MEMBER_BY_NUMBER_FOR_UPDATE, {"partner": partner_id, "number": number})
+            row = _MEMBER_BY_NUMBER_FOR_UPDATE.first(self.connection, {"partner": partner_id, "number": number})
         else:
-            result = self.connection.execute(
-                _MEMBER_BY_HASH_FOR_UPDATE, {"partner": partner_id, "kind": kind, "hash": hashed}
-            )
-        row = result.first()
+            parameters = {"partner": partner_id, "kind": kind, "hash": hashed}
+            row = _MEMBER_BY_HASH_FOR_UPDATE.first(self.connection, parameters)
         if row is None:
             return None
         member = MemberRow(row[0], row[1], row[2])
@@ -128,12 +129,12 @@ class CheckoutRepository:
 
     def held_points(self, member_id: int, now: datetime, *, excluding_hold_id: int | None = None) -> int:
         if excluding_hold_id is None:
-            return int(self.connection.execute(_HELD_POINTS, {"member": member_id, "now": now}).scalar_one())
+            return int(_HELD_POINTS.scalar_one(self.connection, {"member": member_id, "now": now}))
         parameters = {"member": member_id, "now": now, "excluded": excluding_hold_id}
-        return int(self.connection.execute(_HELD_POINTS_EXCLUDING, parameters).scalar_one())
+        return int(_HELD_POINTS_EXCLUDING.scalar_one(self.connection, parameters))
 
     def insert_hold(self, **values: Any) -> int:
-        return inserted_id(self.connection.execute(_INSERT_HOLD, values))
+        return int(_INSERT_HOLD.scalar_one(self.connection, values))
 
     def hold(self, public_id: str, partner_id: int) -> HoldRow | None:
         row = self.connection.execute(
@@ -177,7 +178,7 @@ class CheckoutRepository:
         return PurchaseRow(*row) if row else None
 
     def purchase_for_update(self, partner_id: int, receipt_id: str) -> PurchaseRow | None:
-        row = self.connection.execute(_PURCHASE_FOR_UPDATE, {"partner": partner_id, "receipt": receipt_id}).first()
+        row = _PURCHASE_FOR_UPDATE.first(self.connection, {"partner": partner_id, "receipt": receipt_id})
         return PurchaseRow(*row) if row else None
 
     def insert_purchase_if_new(self, **values: Any) -> bool:
@@ -185,7 +186,7 @@ class CheckoutRepository:
         return insert_ignoring_conflict(self.connection, purchases, _PURCHASE_DEFAULTS | values)
 
     def insert_purchase(self, **values: Any) -> None:
-        self.connection.execute(_INSERT_PURCHASE, _PURCHASE_DEFAULTS | values)
+        _INSERT_PURCHASE.run(self.connection, _PURCHASE_DEFAULTS | values)
 
     def update_purchase(self, purchase_id: int, **values: Any) -> None:
         self.connection.execute(purchases.update().where(purchases.c.id == purchase_id).values(**values))

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from common import codec
 from common.db import Base, UtcDateTime, table_of
 from common.errors import CoalitionError, IdempotencyKeyReused, InvalidArgument
-from common.sql import insert_ignoring_conflict
+from common.sql import Prebuilt, insert_ignoring_conflict
 from common.uow import UnitOfWork
 
 R = TypeVar("R")
@@ -41,11 +41,13 @@ class IdempotencyRecord(Base):
 
 
 records = table_of(IdempotencyRecord)
-# Every write runs these two, so they are built once.
-_FIND = select(records.c.operation, records.c.request_hash, records.c.outcome, records.c.response_json).where(
-    records.c.principal == bindparam("scope"), records.c.idempotency_key == bindparam("key")
+# Every write runs these two, so they are built once and run as Prebuilt (on PostgreSQL on the driver).
+_FIND = Prebuilt(
+    select(records.c.operation, records.c.request_hash, records.c.outcome, records.c.response_json).where(
+        records.c.principal == bindparam("scope"), records.c.idempotency_key == bindparam("key")
+    )
 )
-_INSERT = records.insert()
+_INSERT = Prebuilt(records.insert().inline())
 
 
 @dataclass(frozen=True)
@@ -97,9 +99,7 @@ def run_once(
             return _replay(stored, operation, request_hash, result_type)
         result = work(connection)
         response = codec.dumps(result)
-        connection.execute(
-            _INSERT, identity | {"outcome": "OK", "response_json": response, "created_at": uow.clock.now()}
-        )
+        _INSERT.run(connection, identity | {"outcome": "OK", "response_json": response, "created_at": uow.clock.now()})
         return Outcome(result, is_replay=False)
 
     try:
@@ -136,7 +136,7 @@ def _replay_if_stored(
 
 
 def _find(connection: Connection, scope: str, key: str) -> _Stored | None:
-    row = connection.execute(_FIND, {"scope": scope, "key": key}).first()
+    row = _FIND.first(connection, {"scope": scope, "key": key})
     return _Stored(*row) if row else None
 
 

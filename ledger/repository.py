@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, bindparam, case, func, select
 
 from common.db import table_of
-from common.sql import insert_ignoring_conflict, inserted_id
+from common.sql import Prebuilt, insert_ignoring_conflict, inserted_id
 from ledger.lots import LotBalance
 from ledger.models import JournalEntry, JournalTransaction, LedgerAccount, Lot, LotMovement, MemberBalance
 
@@ -21,9 +21,9 @@ entries = table_of(JournalEntry)
 lots = table_of(Lot)
 movements = table_of(LotMovement)
 
-# Hot-path statements are built once: on this machine building a Core statement costs as much as
-# running it. Values arrive as bind parameters.
-_LOCK_MEMBER = (
+# Hot-path statements are built once (on this machine building a Core statement costs as much as
+# running it) and run as Prebuilt: on PostgreSQL straight on the driver. Values arrive as bind parameters.
+_LOCK_MEMBER = Prebuilt(
     select(
         balances.c.member_id,
         balances.c.points_account_id,
@@ -34,35 +34,44 @@ _LOCK_MEMBER = (
     .where(balances.c.member_id == bindparam("member"))
     .with_for_update()
 )
-_LOTS_WITH_POINTS = select(
-    lots.c.id, lots.c.remaining_points, lots.c.earned_at, lots.c.available_at, lots.c.expires_at
-).where(lots.c.member_id == bindparam("member"), lots.c.remaining_points > 0)
+_LOTS_WITH_POINTS = Prebuilt(
+    select(lots.c.id, lots.c.remaining_points, lots.c.earned_at, lots.c.available_at, lots.c.expires_at).where(
+        lots.c.member_id == bindparam("member"), lots.c.remaining_points > 0
+    )
+)
 _IS_LIVE = lots.c.expires_at > bindparam("now")
 _IS_AVAILABLE = and_(_IS_LIVE, lots.c.available_at <= bindparam("now"))
-_LOT_SUMMARY = select(
-    func.coalesce(func.sum(case((_IS_AVAILABLE, lots.c.remaining_points), else_=0)), 0),
-    func.coalesce(func.sum(case((and_(_IS_LIVE, ~_IS_AVAILABLE), lots.c.remaining_points), else_=0)), 0),
-    func.coalesce(
-        func.sum(case((and_(_IS_AVAILABLE, lots.c.expires_at <= bindparam("soon")), lots.c.remaining_points), else_=0)),
-        0,
-    ),
-).where(lots.c.member_id == bindparam("member"), lots.c.remaining_points > 0)
-_SPENDABLE = select(func.coalesce(func.sum(lots.c.remaining_points), 0)).where(
-    lots.c.member_id == bindparam("member"),
-    lots.c.remaining_points > 0,
-    lots.c.available_at <= bindparam("now"),
-    lots.c.expires_at > bindparam("live_until"),
+_LOT_SUMMARY = Prebuilt(
+    select(
+        func.coalesce(func.sum(case((_IS_AVAILABLE, lots.c.remaining_points), else_=0)), 0),
+        func.coalesce(func.sum(case((and_(_IS_LIVE, ~_IS_AVAILABLE), lots.c.remaining_points), else_=0)), 0),
+        func.coalesce(
+            func.sum(
+                case((and_(_IS_AVAILABLE, lots.c.expires_at <= bindparam("soon")), lots.c.remaining_points), else_=0)
+            ),
+            0,
+        ),
+    ).where(lots.c.member_id == bindparam("member"), lots.c.remaining_points > 0)
 )
-_INSERT_TRANSACTION = transactions.insert()
-_INSERT_ENTRIES = entries.insert()
-_INSERT_LOT = lots.insert()
-_INSERT_MOVEMENTS = movements.insert()
-_CHANGE_LOT = (
+_SPENDABLE = Prebuilt(
+    select(func.coalesce(func.sum(lots.c.remaining_points), 0)).where(
+        lots.c.member_id == bindparam("member"),
+        lots.c.remaining_points > 0,
+        lots.c.available_at <= bindparam("now"),
+        lots.c.expires_at > bindparam("live_until"),
+    )
+)
+# The new id comes back through RETURNING; rows inserted in a batch return nothing (inline).
+_INSERT_TRANSACTION = Prebuilt(transactions.insert().returning(transactions.c.id))
+_INSERT_ENTRIES = Prebuilt(entries.insert().inline())
+_INSERT_LOT = Prebuilt(lots.insert().returning(lots.c.id))
+_INSERT_MOVEMENTS = Prebuilt(movements.insert().inline())
+_CHANGE_LOT = Prebuilt(
     lots.update()
     .where(lots.c.id == bindparam("lot"))
     .values(remaining_points=lots.c.remaining_points + bindparam("delta"))
 )
-_CHANGE_BALANCE = (
+_CHANGE_BALANCE = Prebuilt(
     balances.update()
     .where(balances.c.member_id == bindparam("member"))
     .values(
@@ -139,7 +148,7 @@ class LedgerRepository:
 
     def lock_member(self, member_id: int) -> MemberAccounts:
         """Every change to a member's points starts here, so changes to one member serialise."""
-        return MemberAccounts(*self.connection.execute(_LOCK_MEMBER, {"member": member_id}).one())
+        return MemberAccounts(*_LOCK_MEMBER.one(self.connection, {"member": member_id}))
 
     def member_accounts(self, member_id: int) -> MemberAccounts:
         row = self.connection.execute(select(balances).where(balances.c.member_id == member_id)).one()
@@ -148,15 +157,15 @@ class LedgerRepository:
         )
 
     def lots_with_points(self, member_id: int) -> list[LotBalance]:
-        return [LotBalance(*row) for row in self.connection.execute(_LOTS_WITH_POINTS, {"member": member_id})]
+        return [LotBalance(*row) for row in _LOTS_WITH_POINTS.rows(self.connection, {"member": member_id})]
 
     def spendable(self, member_id: int, now: datetime, live_until: datetime) -> int:
         """Points of lots available now that are still unexpired at ``live_until``."""
         parameters = {"member": member_id, "now": now, "live_until": live_until}
-        return int(self.connection.execute(_SPENDABLE, parameters).scalar_one())
+        return int(_SPENDABLE.scalar_one(self.connection, parameters))
 
     def lot_summary(self, member_id: int, now: datetime, soon: datetime) -> LotSummary:
-        row = self.connection.execute(_LOT_SUMMARY, {"member": member_id, "now": now, "soon": soon}).one()
+        row = _LOT_SUMMARY.one(self.connection, {"member": member_id, "now": now, "soon": soon})
         return LotSummary(int(row[0]), int(row[1]), int(row[2]))
 
     def lot_of_transaction(self, transaction_id: int) -> int | None:
@@ -166,25 +175,24 @@ class LedgerRepository:
         return int(lot_id) if lot_id is not None else None
 
     def insert_transaction(self, **values: Any) -> int:
-        return inserted_id(self.connection.execute(_INSERT_TRANSACTION, values))
+        return int(_INSERT_TRANSACTION.scalar_one(self.connection, values))
 
     def insert_entries(self, rows: list[dict[str, Any]]) -> None:
-        self.connection.execute(_INSERT_ENTRIES, rows)
+        _INSERT_ENTRIES.run_many(self.connection, rows)
 
     def insert_lot(self, **values: Any) -> int:
-        return inserted_id(self.connection.execute(_INSERT_LOT, values))
+        return int(_INSERT_LOT.scalar_one(self.connection, values))
 
     def change_lots(self, changes: list[tuple[int, int]]) -> None:
         if changes:
-            self.connection.execute(_CHANGE_LOT, [{"lot": lot_id, "delta": delta} for lot_id, delta in changes])
+            _CHANGE_LOT.run_many(self.connection, [{"lot": lot_id, "delta": delta} for lot_id, delta in changes])
 
     def insert_movements(self, rows: list[dict[str, Any]]) -> None:
-        if rows:
-            self.connection.execute(_INSERT_MOVEMENTS, rows)
+        _INSERT_MOVEMENTS.run_many(self.connection, rows)
 
     def change_member_balance(self, member_id: int, points_delta: int, debt_delta: int) -> None:
-        self.connection.execute(
-            _CHANGE_BALANCE, {"member": member_id, "points_delta": points_delta, "debt_delta": debt_delta}
+        _CHANGE_BALANCE.run(
+            self.connection, {"member": member_id, "points_delta": points_delta, "debt_delta": debt_delta}
         )
 
     def transaction_public_id(self, transaction_id: int) -> str:

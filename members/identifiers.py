@@ -19,6 +19,8 @@ class IdentifierKind(StrEnum):
     PHONE = "PHONE"
     EMAIL = "EMAIL"
     MEMBER_NUMBER = "MEMBER_NUMBER"
+    # A bank's token for a linked co-branded card (never the card number itself).
+    CARD_TOKEN = "CARD_TOKEN"  # noqa: S105 - a kind of identifier, not a secret
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,7 @@ _E164 = re.compile(r"^\+[1-9]\d{7,14}$")
 _PHONE_PUNCTUATION = re.compile(r"[\s\-().]")
 _EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]{2,}$")
 _MEMBER_NUMBER = re.compile(r"^M\d{9}$")
+_CARD_TOKEN = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}$")
 
 
 def normalise(identifier: MemberIdentifier) -> MemberIdentifier:
@@ -47,6 +50,9 @@ def normalise(identifier: MemberIdentifier) -> MemberIdentifier:
         value = value.lower()
         if len(value) > 254 or not _EMAIL.match(value):
             raise InvalidIdentifier("that is not an email address")
+    elif identifier.kind is IdentifierKind.CARD_TOKEN:
+        if not _CARD_TOKEN.match(value):
+            raise InvalidIdentifier("card tokens are 1 to 64 letters, digits and _ . : -")
     else:
         value = value.upper()
         if not _MEMBER_NUMBER.match(value):
@@ -67,4 +73,6 @@ def mask(identifier: MemberIdentifier) -> str:
         return f"{local[0]}***@{domain}"
     if identifier.kind is IdentifierKind.PHONE:
         return value[:3] + "*" * (len(value) - 6) + value[-3:]
+    if identifier.kind is IdentifierKind.CARD_TOKEN:
+        return "card token ..." + value[-4:]
     return value

@@ -66,6 +66,12 @@ class MemberRepository:
             identifiers.insert().values(member_id=member_id, kind=kind, lookup_hash=hashed, masked_value=masked)
         )
 
+    def remove_identifier(self, kind: str, hashed: str) -> None:
+        """Forgets an identifier (an unlinked card token): it no longer finds the member."""
+        self.connection.execute(
+            identifiers.delete().where(identifiers.c.kind == kind, identifiers.c.lookup_hash == hashed)
+        )
+
     def masked_identifiers(self, member_id: int) -> list[tuple[str, str]]:
         rows = self.connection.execute(
             select(identifiers.c.kind, identifiers.c.masked_value)

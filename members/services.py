@@ -39,7 +39,7 @@ def enroll_member(
     existing = find_member(repository, identifier, pepper)
     if existing is not None:
         return existing, False
-    if identifier.kind is IdentifierKind.MEMBER_NUMBER:
+    if identifier.kind in (IdentifierKind.MEMBER_NUMBER, IdentifierKind.CARD_TOKEN):
         raise EnrolmentNeedsPhoneOrEmail("members enrol with a phone number or an email address")
     member_number = _new_member_number(repository)
     member_id = repository.insert_member(member_number, now, partner_id)

@@ -1,6 +1,7 @@
 """The whole schema's metadata: every domain package's tables."""
 
 from auth import models as auth_models
+from cards import models as cards_models
 from checkout import models as checkout_models
 from common import idempotency
 from common.db import Base
@@ -14,6 +15,7 @@ metadata = Base.metadata
 
 __all__ = [
     "auth_models",
+    "cards_models",
     "checkout_models",
     "idempotency",
     "ledger_models",

@@ -9,7 +9,7 @@ export LOYALTY_OPERATOR_PUBLIC_KEYS ?= operator-demo=var/keys/operator-demo.pub.
 PG_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/test
 
 .DEFAULT_GOAL := help
-.PHONY: help install run demo test lint typecheck proto proto-check bench bench-checkout bench-settlement clean
+.PHONY: help install run demo test lint typecheck proto proto-check bench bench-checkout bench-settlement bench-cards clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -65,6 +65,9 @@ bench-checkout: $(STAMP) ## Benchmark earn and hold+capture over gRPC on Postgre
 
 bench-settlement: $(STAMP) ## Close a month of 1M ledger entries vs a plain SQL aggregation (PostgreSQL)
 	$(BIN)/python -m bench.settlement --database-url $(PG_URL)
+
+bench-cards: $(STAMP) ## Stream 100,000 card transactions over gRPC, then ingest as many from a file (PostgreSQL)
+	$(BIN)/python -m bench.cards --database-url $(PG_URL)
 
 # REPLICAS=n (default 3). A fresh PostgreSQL database unless LOYALTY_DATABASE_URL is given by you:
 # the SQLite default this file exports cannot be shared by replicas, so it is not passed on.

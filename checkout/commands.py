@@ -91,6 +91,15 @@ class RedeemCommand:
 
 
 @dataclass(frozen=True)
+class DonateCommand:
+    """A member gives points to a charity partner, through the partner that calls."""
+
+    member: MemberIdentifier
+    points: int
+    charity_partner_code: str
+
+
+@dataclass(frozen=True)
 class ReturnCommand:
     receipt_id: str
     returned_minor: int = 0
@@ -177,6 +186,17 @@ class RedeemResult:
     value_minor: int
     currency: str
     contract_version: int
+
+
+@dataclass(frozen=True)
+class DonationResult:
+    transaction_id: str
+    member_number: str
+    points_donated: int
+    charity_partner_code: str
+    value_minor: int  # what the points are worth at the charity (its redeem value)
+    currency: str
+    contract_version: int  # the charity's
 
 
 @dataclass(frozen=True)

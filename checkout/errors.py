@@ -1,6 +1,7 @@
 """What can go wrong at checkout, each a stable reason a POS can act on."""
 
 from common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from ledger.errors import InsufficientPoints as InsufficientPoints  # checkout's refusal too
 
 
 class InvalidBasket(InvalidArgument):
@@ -27,8 +28,9 @@ class ReceiptAlreadyEarned(AlreadyExists):
     reason = "RECEIPT_ALREADY_EARNED"
 
 
-class InsufficientPoints(FailedPrecondition):
-    reason = "INSUFFICIENT_POINTS"
+class NotACharity(FailedPrecondition):
+    reason = "NOT_A_CHARITY"
+    is_business_outcome = False
 
 
 class TransactionLimitExceeded(FailedPrecondition):

@@ -12,6 +12,8 @@ from checkout.commands import (
     Basket,
     CaptureCommand,
     CaptureResult,
+    DonateCommand,
+    DonationResult,
     EarnCommand,
     EarnResult,
     EnrollCommand,
@@ -35,6 +37,7 @@ from checkout.errors import (
     HoldNotFound,
     InvalidHoldTtl,
     InvalidPoints,
+    NotACharity,
     ReceiptAlreadyEarned,
     ReceiptMemberMismatch,
 )
@@ -59,6 +62,8 @@ from members.identifiers import MemberIdentifier
 from members.repository import MemberRow
 from members.services import MemberNotFound
 from partners.rates import ContractVersionView, max_points_for_basket, points_for_spend, value_of_points_minor
+from partners.repository import PartnerRepository
+from partners.services import PartnerNotFound
 
 
 class CheckoutService:
@@ -209,6 +214,36 @@ class CheckoutService:
 
         return run_once(self.uow, partner.request(request_id), "RedeemPoints", command, RedeemResult, work)
 
+    def donate_points(self, partner: PartnerRef, request_id: str, command: DonateCommand) -> Outcome[DonationResult]:
+        """A member gives points to a charity partner, through the partner that calls (its app or till).
+
+        On the ledger it is a redemption at the charity, under the charity's contract, so settlement
+        reimburses the charity like any redeeming partner. The calling partner must know the member, as
+        for any spend; the charity does not get to see the member.
+        """
+        _require_positive(command.points)
+
+        def work(connection: Connection) -> DonationResult:
+            session = self._session(connection)
+            charity = PartnerRepository(connection).by_code(command.charity_partner_code)
+            if charity is None:
+                raise PartnerNotFound("no partner has that id", partner_id=command.charity_partner_code)
+            if charity.kind != "CHARITY":
+                raise NotACharity(f"{charity.partner_code} is not a charity", partner_id=charity.partner_code)
+            version = session.terms(charity.id)  # refused while the charity is suspended or has no contract
+            found = session.member(command.member, partner.partner_id)
+            require_within_transaction_limit(command.points, version.terms)
+            charity_ref = PartnerRef(charity.id, f"partner:{charity.partner_code}")
+            posted = _spend(session, found.accounts, found.row, charity_ref, version, command.points, None, None)
+            return DonationResult(
+                transaction_id=posted.public_id, member_number=found.row.member_number,
+                points_donated=command.points, charity_partner_code=charity.partner_code,
+                value_minor=value_of_points_minor(command.points, version.terms), currency=version.terms.currency,
+                contract_version=version.version,
+            )  # fmt: skip
+
+        return run_once(self.uow, partner.request(request_id), "DonatePoints", command, DonationResult, work)
+
     def return_purchase(self, partner: PartnerRef, request_id: str, command: ReturnCommand) -> Outcome[ReturnResult]:
         """A full or partial return of a receipt."""
 
@@ -290,7 +325,7 @@ def _new_lot(partner: PartnerRef, version: ContractVersionView, session: Checkou
         issuer_partner_id=partner.partner_id, contract_version_id=version.id,
         issuance_price=version.terms.issuance_price, currency=version.terms.currency, earned_at=session.now,
         available_at=session.now + timedelta(days=version.terms.pending_days),
-        expires_at=session.now + timedelta(days=session.settings.points_lifetime_days),
+        expires_at=session.new_lot_expiry(),
     )  # fmt: skip
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -19,17 +20,23 @@ from members.services import MemberNotFound, enroll_member, find_member
 from partners.rates import ContractTerms, ContractVersionView
 from partners.repository import PartnerRepository
 from partners.services import partner_terms_in_force
+from programme.policy import ExpiryPolicy, add_months
+from programme.services import policy_in_force
 
 
 @dataclass(frozen=True)
 class CheckoutSettings:
-    """Network policy the checkout applies (the member-programme issue makes it versioned)."""
+    """How the checkout runs. How long points live and what counts as expiring soon come from the
+    network policy in force (programme/policy.py); a test may pin them in days instead."""
 
     identifier_pepper: bytes
-    points_lifetime_days: int = 730
+    points_lifetime_days: int | None = None  # None: the policy's expiry.lifetime_months
     default_hold_ttl_seconds: int = 900
     max_hold_ttl_seconds: int = 86_400
-    expiring_soon_days: int = 30
+    expiring_soon_days: int | None = None  # None: the policy's expiry.expiring_soon_days
+    # Points pending outside the ledger (open card authorisations), added to the balance's pending
+    # figure: (connection, member id, now) -> points. Injected so checkout does not depend on cards.
+    pending_sources: tuple[Callable[[Connection, int, datetime], int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -60,6 +67,23 @@ class CheckoutSession:
         self.ledger_records = LedgerRepository(connection)
         self.records = CheckoutRepository(connection)
         self.ledger = Ledger(self.ledger_records, now)
+        self._expiry: ExpiryPolicy | None = None
+
+    def expiry_policy(self) -> ExpiryPolicy:
+        """The network policy's expiry rules in force now (read once per transaction)."""
+        if self._expiry is None:
+            self._expiry = policy_in_force(self.ledger_records.connection, self.now).policy.expiry
+        return self._expiry
+
+    def new_lot_expiry(self) -> datetime:
+        """When points earned now expire: fixed at earning, so a later policy never shortens them."""
+        if self.settings.points_lifetime_days is not None:
+            return self.now + timedelta(days=self.settings.points_lifetime_days)
+        return add_months(self.now, self.expiry_policy().lifetime_months)
+
+    def expiring_soon_until(self) -> datetime:
+        days = self.settings.expiring_soon_days
+        return self.now + timedelta(days=days if days is not None else self.expiry_policy().expiring_soon_days)
 
     def terms(self, partner_id: int) -> ContractVersionView:
         return partner_terms_in_force(self.ledger_records.connection, partner_id, self.now)
@@ -100,19 +124,23 @@ class CheckoutSession:
         return max(spendable - self.records.held_points(member_id, self.now), 0)
 
     def balance(self, member: MemberRow) -> BalanceView:
-        until = self.now + timedelta(days=self.settings.expiring_soon_days)
+        until = self.expiring_soon_until()
         summary = self.ledger_records.lot_summary(member.id, self.now, until)
         held = self.records.held_points(member.id, self.now)
         accounts = self.ledger_records.member_accounts(member.id)
         return BalanceView(
             member_number=member.member_number,
             available_points=max(summary.spendable - held, 0),
-            pending_points=summary.pending,
+            pending_points=summary.pending + self._pending_elsewhere(member.id),
             held_points=held,
             debt_points=accounts.debt_points,
             expiring_soon_points=summary.expiring_soon,
             expiring_soon_until=until,
         )
+
+    def _pending_elsewhere(self, member_id: int) -> int:
+        connection = self.ledger_records.connection
+        return sum(source(connection, member_id, self.now) for source in self.settings.pending_sources)
 
     def count_issuance(self, partner_id: int, terms: ContractTerms, points: int) -> None:
         """Enforces the contract's per-transaction limit and daily issuance cap on an earn."""

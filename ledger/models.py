@@ -56,7 +56,7 @@ class JournalTransaction(Base):
     public_id: Mapped[str] = mapped_column(String(32), unique=True)
     kind: Mapped[str] = mapped_column(String(20))
     partner_id: Mapped[int | None] = mapped_column(ForeignKey("partners.id"))
-    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"), index=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"))
     contract_version_id: Mapped[int | None] = mapped_column(ForeignKey("contract_versions.id"))
     points: Mapped[int] = mapped_column(BigInteger)
     receipt_id: Mapped[str | None] = mapped_column(String(100))
@@ -77,6 +77,9 @@ class JournalTransaction(Base):
         Index("ix_journal_transactions_business_time", "business_time"),
         # A return finds the receipt's redemptions.
         Index("ix_journal_transactions_partner_id_receipt_id", "partner_id", "receipt_id"),
+        # A member's history newest first and their last activity (statements, the churn list, the
+        # expiry run) read this index alone; it serves every lookup by member too.
+        Index("ix_journal_transactions_member_id_business_time", "member_id", "business_time", "kind"),
     )
 
 
@@ -139,6 +142,8 @@ class LotMovement(Base):
     points_delta: Mapped[int] = mapped_column(BigInteger)
 
     __table_args__ = (
-        CheckConstraint("kind IN ('CONSUMED', 'RESTORED', 'REVERSED', 'DEBT_REPAYMENT', 'EXPIRED')", name="kind"),
+        CheckConstraint(
+            "kind IN ('CONSUMED', 'RESTORED', 'REVERSED', 'DEBT_REPAYMENT', 'EXPIRED', 'ADJUSTED')", name="kind"
+        ),
         CheckConstraint("points_delta <> 0", name="points_delta_not_zero"),
     )

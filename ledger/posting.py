@@ -151,6 +151,18 @@ class Ledger:
         self.repository.change_member_balance(member.member_id, -points, 0)
         return posted
 
+    def deduct(self, member: MemberAccounts, posting: Posting, plan: list[tuple[int, int]]) -> Posted:
+        """Takes the planned lots' points away from the member to the operator (a support adjustment)."""
+        points = sum(taken for _, taken in plan)
+        operator_account = self.repository.account_id("PARTNER_ISSUED", _owner(None))
+        posted = self._post(
+            posting, points, [(member.points_account_id, DEBIT, points), (operator_account, CREDIT, points)]
+        )
+        self.repository.change_lots([(lot_id, -taken) for lot_id, taken in plan])
+        self._movements(posted, "ADJUSTED", [(lot_id, -taken) for lot_id, taken in plan])
+        self.repository.change_member_balance(member.member_id, -points, 0)
+        return posted
+
     def _post(self, posting: Posting, points: int, lines: list[tuple[int, str, int]]) -> Posted:
         lines = [line for line in lines if line[2] > 0]
         debits = sum(amount for _, side, amount in lines if side == DEBIT)

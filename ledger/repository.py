@@ -195,6 +195,20 @@ class LedgerRepository:
             self.connection, {"member": member_id, "points_delta": points_delta, "debt_delta": debt_delta}
         )
 
+    def lot_points_removed(self, lot_id: int, *, kinds: tuple[str, ...]) -> int:
+        """Points the lot lost through movements of these kinds."""
+        removed = select(func.coalesce(func.sum(-movements.c.points_delta), 0)).where(
+            movements.c.lot_id == lot_id, movements.c.kind.in_(kinds)
+        )
+        return int(self.connection.execute(removed).scalar_one())
+
+    def reversed_points(self, earn_transaction_id: int) -> int:
+        """Points the reversals of an earn took back so far."""
+        taken = select(func.coalesce(func.sum(transactions.c.points), 0)).where(
+            transactions.c.references_transaction_id == earn_transaction_id, transactions.c.kind == "EARN_REVERSAL"
+        )
+        return int(self.connection.execute(taken).scalar_one())
+
     def transaction_public_id(self, transaction_id: int) -> str:
         return str(
             self.connection.execute(

@@ -18,18 +18,23 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from sqlalchemy import Connection, Select, and_, bindparam, func, select
 
+from common.db import UtcDateTime
 from common.uow import UnitOfWork
 from ledger.posting import Ledger, Posting
 from ledger.repository import LedgerRepository, lots, transactions
-from programme.policy import ExpiryPolicy, add_months
+from programme.policy import ExpiryPolicy, PolicyVersionView, add_months
 from programme.services import policy_in_force
 
-# What counts as a member's activity: their own earns, spends and returns at any partner.
-ACTIVITY_KINDS = ("EARN", "REDEEM", "EARN_REVERSAL", "REDEMPTION_REFUND")
+# A member's own earns, spends and returns at any partner: what churn signals count (programme/member_reads.py).
+SHOPPING_KINDS = ("EARN", "REDEEM", "EARN_REVERSAL", "REDEMPTION_REFUND")
+# What keeps points from lapsing for inactivity: shopping, and support adjusting the member's points (they
+# were in touch; a goodwill grant must not lapse at the next run).
+ACTIVITY_KINDS = (*SHOPPING_KINDS, "ADJUSTMENT")
 
 # Open holds of a member at an instant (the checkout package knows holds; the server wires it in).
 HeldPoints = Callable[[Connection, int, datetime], int]
@@ -51,7 +56,8 @@ _INACTIVE_MEMBERS = (
     select(lots.c.member_id)
     .where(_HAS_POINTS, lots.c.member_id > bindparam("after"))
     .group_by(lots.c.member_id)
-    .having(bindparam("inactive_since") >= _LAST_ACTIVITY)
+    # Typed: compared with a subquery, an untyped parameter would reach SQLite as another text format.
+    .having(bindparam("inactive_since", type_=UtcDateTime()) >= _LAST_ACTIVITY)
     .order_by(lots.c.member_id)
     .limit(bindparam("limit"))
 )
@@ -80,14 +86,15 @@ NOTHING = ExpiryRun(0, 0, 0)
 def expire_lapsed_points(uow: UnitOfWork, held_points: HeldPoints, *, batch_size: int = 500) -> ExpiryRun:
     """Books every lot lapsed by now under the policy in force now; returns what it booked."""
     now = uow.clock.now()
-    policy = uow.run(lambda connection: policy_in_force(connection, now)).policy.expiry
+    in_force = uow.run(lambda connection: policy_in_force(connection, now))
     total = NOTHING
-    for query, parameters in _candidate_queries(policy, now):
+    for query, parameters in _candidate_queries(in_force.policy.expiry, now):
         after = 0
         while True:
             members = _member_ids(uow, query, {**parameters, "now": now, "after": after, "limit": batch_size})
             for member_id in members:
-                total += _expire_member(uow, member_id, now, policy, held_points)
+                total += uow.run(partial(_expire_member, member_id=member_id, now=now, in_force=in_force,
+                                         held_points=held_points, recorded_at=uow.clock.now()))  # fmt: skip
             if len(members) < batch_size:
                 break
             after = members[-1]
@@ -109,32 +116,34 @@ def _candidate_queries(policy: ExpiryPolicy, now: datetime) -> list[tuple[Select
 
 
 def _expire_member(
-    uow: UnitOfWork, member_id: int, now: datetime, policy: ExpiryPolicy, held_points: HeldPoints
-) -> ExpiryRun:
-    return uow.run(lambda connection: _expire_member_in(connection, member_id, now, policy, held_points))
+    connection: Connection, *, member_id: int, now: datetime, in_force: PolicyVersionView, held_points: HeldPoints,
+    recorded_at: datetime,
+) -> ExpiryRun:  # fmt: skip
+    """One member's lapsed lots, in one transaction under the member lock.
 
-
-def _expire_member_in(
-    connection: Connection, member_id: int, now: datetime, policy: ExpiryPolicy, held_points: HeldPoints
-) -> ExpiryRun:
+    ``now`` is the run's instant (what has lapsed by then); ``recorded_at`` when this member is booked, so
+    a close that runs while a long run goes on sees each expiry recorded after it, as it was.
+    """
     repository = LedgerRepository(connection)
     member = repository.lock_member(member_id)  # then re-read: another replica may have booked these already
-    lapsed_at_inactivity = _inactivity_deadline(connection, member_id, now, policy)
+    lapsed_at_inactivity = _inactivity_deadline(connection, member_id, now, in_force)
     if lapsed_at_inactivity is not None and held_points(connection, member_id, now) > 0:
         lapsed_at_inactivity = None  # an open hold is activity: its points stay
     query = select(
-        lots.c.id, lots.c.remaining_points, lots.c.issuer_partner_id, lots.c.contract_version_id, lots.c.expires_at
-    ).where(lots.c.member_id == member_id, lots.c.remaining_points > 0, lots.c.available_at <= now)
+        lots.c.id, lots.c.remaining_points, lots.c.issuer_partner_id, lots.c.contract_version_id, lots.c.expires_at,
+        lots.c.available_at,
+    ).where(lots.c.member_id == member_id, lots.c.remaining_points > 0, lots.c.available_at <= now)  # fmt: skip
     if lapsed_at_inactivity is None:
         query = query.where(lots.c.expires_at <= now)
     rows = connection.execute(query.order_by(lots.c.id)).all()
-    ledger = Ledger(repository, recorded_at=now)
+    ledger = Ledger(repository, recorded_at=recorded_at)
     points = 0
-    for lot_id, remaining, issuer_partner_id, contract_version_id, expires_at in rows:
-        lapsed_at = expires_at if expires_at <= now else lapsed_at_inactivity
-        assert lapsed_at is not None
+    for lot_id, remaining, issuer_partner_id, contract_version_id, expires_at, available_at in rows:
+        lapsed_at = expires_at
         if lapsed_at_inactivity is not None:
-            lapsed_at = min(lapsed_at, lapsed_at_inactivity)
+            # Never before the points could be spent: a lot that became available after the deadline
+            # lapses as it does.
+            lapsed_at = min(expires_at, max(lapsed_at_inactivity, available_at))
         posting = Posting(
             kind="EXPIRY", member_id=member_id, partner_id=issuer_partner_id,
             contract_version_id=contract_version_id, business_time=lapsed_at,
@@ -145,13 +154,20 @@ def _expire_member_in(
 
 
 def _inactivity_deadline(
-    connection: Connection, member_id: int, now: datetime, policy: ExpiryPolicy
+    connection: Connection, member_id: int, now: datetime, in_force: PolicyVersionView
 ) -> datetime | None:
-    """When the member's points lapsed for inactivity, if they have by ``now``; else None."""
-    if policy.inactivity_months is None:
+    """When the member's points lapsed for inactivity, if they have by ``now``; else None.
+
+    Never before the policy version that set the rule took effect: switching the rule on (or
+    shortening it) does not reach back into the past.
+    """
+    months = in_force.policy.expiry.inactivity_months
+    if months is None:
         return None
     last_activity = connection.execute(_MEMBER_LAST_ACTIVITY, {"member": member_id}).scalar()
     if last_activity is None:
         return None
-    deadline = add_months(last_activity, policy.inactivity_months)
+    deadline = add_months(last_activity, months)
+    if in_force.effective_from is not None:
+        deadline = max(deadline, in_force.effective_from)
     return deadline if deadline <= now else None

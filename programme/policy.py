@@ -8,12 +8,15 @@ below) is in force. Pure, no I/O, apart from the calendar arithmetic.
 from __future__ import annotations
 
 import calendar
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from common.errors import InvalidArgument
+from partners.rates import UnsupportedCurrency, currency_exponent
 
 MAX_MONTHS = 240
+_REASON_CODE = re.compile(r"^[A-Z][A-Z0-9_]{1,39}$")
 
 
 class InvalidPolicy(InvalidArgument):
@@ -47,11 +50,65 @@ class ExpiryPolicy:
 
 
 @dataclass(frozen=True)
+class GoodwillPolicy:
+    """Support staff's point adjustments (grants and deductions with a reason code).
+
+    An adjustment of more than ``approval_threshold_points`` waits as pending until a second person
+    approves it. ``reason_codes`` are the reasons support may give.
+    """
+
+    approval_threshold_points: int = 1_000
+    reason_codes: tuple[str, ...] = ("SERVICE_RECOVERY", "TECHNICAL_ERROR", "MISSING_POINTS", "CORRECTION")
+    # Granted points are funded by the operator at no price; lots still name a currency, the one
+    # settlement reports them in (cross-brand matrix, liability report).
+    currency: str = "EUR"
+
+    def validate(self) -> None:
+        try:
+            currency_exponent(self.currency)
+        except UnsupportedCurrency:
+            raise InvalidPolicy(
+                f"goodwill.currency {self.currency!r} is not supported", field="goodwill.currency"
+            ) from None
+        if self.approval_threshold_points < 0:
+            raise InvalidPolicy(
+                "goodwill.approval_threshold_points must not be negative", field="goodwill.approval_threshold_points"
+            )
+        if not self.reason_codes or any(not _REASON_CODE.match(code) for code in self.reason_codes):
+            raise InvalidPolicy(
+                "goodwill.reason_codes must be one or more UPPER_SNAKE codes", field="goodwill.reason_codes"
+            )
+        if len(set(self.reason_codes)) != len(self.reason_codes):
+            raise InvalidPolicy("goodwill.reason_codes repeats a code", field="goodwill.reason_codes")
+
+
+@dataclass(frozen=True)
+class PrivacyPolicy:
+    """What a partner may see of a member.
+
+    A partner sees only its own share of a member's statement (its transactions, its lifetime figures).
+    When ``statement_consent_shows_all_partners`` is on, a partner that looks the member up with the
+    member's consent (``member_consent`` on the request, logged with the partner and member) sees the
+    whole network-wide statement. The partner asserts that consent (the log line is the record); an
+    operator whose partner agreements do not cover it turns the switch off.
+    """
+
+    statement_consent_shows_all_partners: bool = True
+
+    def validate(self) -> None:
+        return None
+
+
+@dataclass(frozen=True)
 class NetworkPolicy:
     expiry: ExpiryPolicy = field(default_factory=ExpiryPolicy)
+    goodwill: GoodwillPolicy = field(default_factory=GoodwillPolicy)
+    privacy: PrivacyPolicy = field(default_factory=PrivacyPolicy)
 
     def validate(self) -> None:
         self.expiry.validate()
+        self.goodwill.validate()
+        self.privacy.validate()
 
 
 DEFAULT_POLICY = NetworkPolicy()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
 from typing import Any
 
@@ -9,17 +10,22 @@ from sqlalchemy import Connection, bindparam, func, select
 
 from common import codec
 from common.db import table_of
+from common.sql import Prebuilt
 from programme.models import NetworkPolicyVersion
 from programme.policy import NetworkPolicy, PolicyVersionView
 
 policy_versions = table_of(NetworkPolicyVersion)
 
-_IN_FORCE = (
-    select(policy_versions)
+# Every earn reads it (how long the new points live): prebuilt, straight on the driver on PostgreSQL.
+_IN_FORCE = Prebuilt(
+    select(
+        policy_versions.c.version, policy_versions.c.effective_from, policy_versions.c.document,
+        policy_versions.c.created_at, policy_versions.c.created_by,
+    )
     .where(policy_versions.c.effective_from <= bindparam("at"))
     .order_by(policy_versions.c.effective_from.desc(), policy_versions.c.version.desc())
     .limit(1)
-)
+)  # fmt: skip
 
 
 class PolicyRepository:
@@ -27,8 +33,11 @@ class PolicyRepository:
         self.connection = connection
 
     def in_force(self, at: datetime) -> PolicyVersionView | None:
-        row = self.connection.execute(_IN_FORCE, {"at": at}).first()
-        return _view(row) if row else None
+        row = _IN_FORCE.first(self.connection, {"at": at})
+        if row is None:
+            return None
+        version, effective_from, document, created_at, created_by = row
+        return PolicyVersionView(version, effective_from, _policy(document), created_at, created_by)
 
     def latest_version_number(self) -> int:
         return int(self.connection.execute(select(func.coalesce(func.max(policy_versions.c.version), 0))).scalar_one())
@@ -54,5 +63,10 @@ class PolicyRepository:
 
 
 def _view(row: Any) -> PolicyVersionView:
-    policy = codec.loads(NetworkPolicy, row.document)
-    return PolicyVersionView(row.version, row.effective_from, policy, row.created_at, row.created_by)
+    return PolicyVersionView(row.version, row.effective_from, _policy(row.document), row.created_at, row.created_by)
+
+
+@functools.lru_cache(maxsize=64)
+def _policy(document: str) -> NetworkPolicy:
+    """Versions are immutable and few: each stored document is parsed once per process."""
+    return codec.loads(NetworkPolicy, document)

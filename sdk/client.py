@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -24,7 +24,15 @@ from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
 from google.protobuf.message import Message
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
-from loyalty.v1 import checkout_service_pb2, partner_admin_service_pb2, settlement_service_pb2
+from loyalty.v1 import (
+    card_service_pb2,
+    checkout_service_pb2,
+    member_service_pb2,
+    network_policy_service_pb2,
+    partner_admin_service_pb2,
+    settlement_service_pb2,
+    support_service_pb2,
+)
 
 from common.clock import Clock
 from common.ids import new_id
@@ -127,6 +135,12 @@ class CoalitionClient:
             self, partner_admin_service_pb2.DESCRIPTOR.services_by_name["PartnerAdminService"]
         )
         self.settlement = ServiceClient(self, settlement_service_pb2.DESCRIPTOR.services_by_name["SettlementService"])
+        self.support = ServiceClient(self, support_service_pb2.DESCRIPTOR.services_by_name["SupportService"])
+        self.network_policy = ServiceClient(
+            self, network_policy_service_pb2.DESCRIPTOR.services_by_name["NetworkPolicyService"]
+        )
+        self.cards = ServiceClient(self, card_service_pb2.DESCRIPTOR.services_by_name["CardService"])
+        self.members = ServiceClient(self, member_service_pb2.DESCRIPTOR.services_by_name["MemberService"])
 
     def close(self) -> None:
         self.channel.close()
@@ -163,6 +177,19 @@ class CoalitionClient:
         # The call object itself: iterating reads messages, and it can also cancel() the call.
         return iter(stub(body, timeout=timeout or self.deadline_seconds, metadata=self._authorization(method, body)))
 
+    def call_bidirectional(
+        self, method: str, requests: Iterable[Message], response_type: type[Message], *, timeout: float | None = None
+    ) -> Iterator[Any]:
+        """A call streaming both ways: its token binds the method and an empty body, and opens this call only.
+
+        Responses arrive as the server answers; not retried (the caller resends what got no answer:
+        items of such streams are idempotent).
+        """
+        stub = self.channel.stream_stream(
+            method, request_serializer=_serialize, response_deserializer=response_type.FromString
+        )
+        return iter(stub(iter(requests), timeout=timeout, metadata=self._authorization(method, b"")))
+
     def _authorization(self, method: str, body: bytes) -> tuple[tuple[str, str]]:
         credentials = self.credentials
         now: datetime | None = self.clock.now() if self.clock else None
@@ -178,6 +205,10 @@ def _body(request: Message) -> bytes:
     if "request_id" in request.DESCRIPTOR.fields_by_name and not getattr(request, "request_id"):  # noqa: B009
         request = _with_request_id(request, new_id())
     return request.SerializeToString()
+
+
+def _serialize(message: Message) -> bytes:
+    return message.SerializeToString()
 
 
 def _raw_bytes(body: bytes) -> bytes:
@@ -208,9 +239,15 @@ class ServiceClient:
 
 
 def _bind(client: CoalitionClient, path: str, method: MethodDescriptor) -> Callable[..., Any]:
-    if method.client_streaming:
-        raise ValueError(f"{path}: client-streaming calls are not supported")
     response_type = message_factory.GetMessageClass(method.output_type)
+    if method.client_streaming and method.server_streaming:
+
+        def bound_stream(requests: Iterable[Message], *, timeout: float | None = None) -> Any:
+            return client.call_bidirectional(path, requests, response_type, timeout=timeout)
+
+        return bound_stream
+    if method.client_streaming:
+        raise ValueError(f"{path}: client-streaming calls without a response stream are not supported")
     call = client.call_streaming if method.server_streaming else client.call
 
     def bound(request: Message, *, timeout: float | None = None) -> Any:

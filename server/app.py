@@ -12,17 +12,27 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from loyalty.v1 import (
+    card_service_pb2,
+    card_service_pb2_grpc,
     checkout_service_pb2,
     checkout_service_pb2_grpc,
+    member_service_pb2,
+    member_service_pb2_grpc,
+    network_policy_service_pb2,
+    network_policy_service_pb2_grpc,
     partner_admin_service_pb2,
     partner_admin_service_pb2_grpc,
     settlement_service_pb2,
     settlement_service_pb2_grpc,
+    support_service_pb2,
+    support_service_pb2_grpc,
 )
 from sqlalchemy import Connection, Engine, text
 
 from auth.repository import DatabaseReplayGuard
 from auth.tokens import TokenVerifier
+from cards.feed import CardSettings
+from cards.services import CardService
 from checkout.repository import CheckoutRepository
 from checkout.services import CheckoutService
 from checkout.session import CheckoutSettings
@@ -31,13 +41,19 @@ from common.db import create_engine
 from common.uow import UnitOfWork
 from ledger.checks import LedgerCheck, check_ledger
 from programme.expiry import ExpiryRun, expire_lapsed_points
+from programme.goodwill import GoodwillDesk
+from programme.visibility import MemberReadSettings
 from server import metrics, tls
 from server.auth_stores import PartnerKeySource, load_operator_keys
 from server.config import Settings
 from server.interceptors import AuthInterceptor, ErrorInterceptor, MetricsInterceptor, PanGuardInterceptor
+from server.servicers.cards import CardServicer
 from server.servicers.checkout import CheckoutServicer
+from server.servicers.members import MemberServicer
+from server.servicers.network_policy import NetworkPolicyServicer
 from server.servicers.partner_admin import PartnerAdminServicer
 from server.servicers.settlement import SettlementServicer
+from server.servicers.support import SupportServicer
 from settlement.periods import PeriodLength
 from settlement.services import SettlementPolicy
 
@@ -49,6 +65,10 @@ SERVICE_NAMES = (
     checkout_service_pb2.DESCRIPTOR.services_by_name["CheckoutService"].full_name,
     partner_admin_service_pb2.DESCRIPTOR.services_by_name["PartnerAdminService"].full_name,
     settlement_service_pb2.DESCRIPTOR.services_by_name["SettlementService"].full_name,
+    network_policy_service_pb2.DESCRIPTOR.services_by_name["NetworkPolicyService"].full_name,
+    card_service_pb2.DESCRIPTOR.services_by_name["CardService"].full_name,
+    member_service_pb2.DESCRIPTOR.services_by_name["MemberService"].full_name,
+    support_service_pb2.DESCRIPTOR.services_by_name["SupportService"].full_name,
 )
 HEALTH_PROBE_SECONDS = 5.0
 
@@ -65,6 +85,8 @@ class Application:
     verifier: TokenVerifier
     replay_guard: DatabaseReplayGuard
     settlement_policy: SettlementPolicy
+    cards: CardService
+    goodwill: GoodwillDesk
 
     @classmethod
     def build(cls, settings: Settings, clock: Clock | None = None) -> Application:
@@ -80,12 +102,16 @@ class Application:
             operator_keys=load_operator_keys(settings.operator_key_paths()), replay_guard=replay_guard,
             max_lifetime_seconds=settings.token_max_lifetime_seconds, leeway_seconds=settings.token_leeway_seconds,
         )  # fmt: skip
+        cards = CardService(uow, CardSettings(identifier_pepper=settings.identifier_pepper.encode()))
         checkout_settings = CheckoutSettings(
             identifier_pepper=settings.identifier_pepper.encode(),
-            points_lifetime_days=settings.points_lifetime_days,
+            pending_sources=(cards.feed.pending_points,),
         )
         checkout = CheckoutService(uow, checkout_settings)
-        return cls(settings, clock, engine, uow, checkout, verifier, replay_guard, settlement_policy(settings))
+        goodwill = GoodwillDesk(uow, identifier_pepper=checkout_settings.identifier_pepper, held_points=held_points)
+        return cls(
+            settings, clock, engine, uow, checkout, verifier, replay_guard, settlement_policy(settings), cards, goodwill
+        )
 
     def database_answers(self) -> bool:
         try:
@@ -191,6 +217,14 @@ def expire_points_and_report(uow: UnitOfWork) -> ExpiryRun | None:
     return run
 
 
+def member_reads(app: Application) -> MemberReadSettings:
+    """What member statements count beside the ledger: open holds and open card authorisations."""
+    return MemberReadSettings(
+        identifier_pepper=app.settings.identifier_pepper.encode(), held_points=held_points,
+        pending_sources=(app.cards.feed.pending_points,),
+    )  # fmt: skip
+
+
 def held_points(connection: Connection, member_id: int, now: datetime) -> int:
     return CheckoutRepository(connection).held_points(member_id, now)
 
@@ -233,6 +267,10 @@ def create_server(app: Application, address: str | None = None) -> RunningServer
     settlement_service_pb2_grpc.add_SettlementServiceServicer_to_server(
         SettlementServicer(app.uow, app.settlement_policy), server
     )
+    card_service_pb2_grpc.add_CardServiceServicer_to_server(CardServicer(app.cards), server)
+    network_policy_service_pb2_grpc.add_NetworkPolicyServiceServicer_to_server(NetworkPolicyServicer(app.uow), server)
+    member_service_pb2_grpc.add_MemberServiceServicer_to_server(MemberServicer(app.uow, member_reads(app)), server)
+    support_service_pb2_grpc.add_SupportServiceServicer_to_server(SupportServicer(app.goodwill), server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in ("", *SERVICE_NAMES):

@@ -26,6 +26,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not hasattr(arguments, "run"):
         parser.print_help()
         return 2
+    if argv is None and arguments.run is not _serve and hasattr(signal, "SIGPIPE"):
+        # Run as the program, `coalition ... | head` ends quietly like any Unix tool. Never for the server
+        # (a closed pipe must not kill it) nor when called in-process (tests).
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     result: int = arguments.run(arguments)
     return result
 
@@ -70,6 +74,18 @@ def _parser() -> argparse.ArgumentParser:
     from server.settlement_cli import add_settlement_commands
 
     add_settlement_commands(commands)
+    from server.policy_cli import add_policy_commands
+
+    add_policy_commands(commands)
+    from server.support_cli import add_support_commands
+
+    add_support_commands(commands)
+    from server.members_cli import add_members_commands
+
+    add_members_commands(commands)
+    from server.cards_cli import add_cards_commands
+
+    add_cards_commands(commands)
     return parser
 
 

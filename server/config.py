@@ -50,7 +50,6 @@ class Settings:
     identifier_pepper: str = _setting(
         DEV_PEPPER, "Secret key for hashing phones and emails; set it in production (never empty)"
     )
-    points_lifetime_days: int = _setting(730, "Days before earned points expire")
     hold_sweep_seconds: float = _setting(30.0, "How often expired holds are marked EXPIRED; 0 disables")
     ledger_check_seconds: float = _setting(
         3600.0, "How often the ledger invariants are checked (full scans; loyalty_ledger_check_failures); 0 disables"

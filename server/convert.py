@@ -17,11 +17,16 @@ _HOLD_STATES = {
     "RELEASED": pb.HOLD_STATE_RELEASED,
     "EXPIRED": pb.HOLD_STATE_EXPIRED,
 }
-_IDENTIFIER_KINDS = {"PHONE": pb.IDENTIFIER_KIND_PHONE_NUMBER, "EMAIL": pb.IDENTIFIER_KIND_EMAIL}
+_IDENTIFIER_KINDS = {
+    "PHONE": pb.IDENTIFIER_KIND_PHONE_NUMBER,
+    "EMAIL": pb.IDENTIFIER_KIND_EMAIL,
+    "CARD_TOKEN": pb.IDENTIFIER_KIND_CARD_TOKEN,
+}
 _ONEOF_KINDS = {
     "phone_number": IdentifierKind.PHONE,
     "email": IdentifierKind.EMAIL,
     "member_number": IdentifierKind.MEMBER_NUMBER,
+    "card_token": IdentifierKind.CARD_TOKEN,
 }
 
 
@@ -94,6 +99,22 @@ def redeem_command(request: pb.RedeemPointsRequest) -> commands.RedeemCommand:
     return commands.RedeemCommand(
         member=member_identifier(request.member), points=request.points, currency=request.currency_code,
         basket_total_minor=request.basket_total_minor, receipt_id=request.receipt_id,
+    )  # fmt: skip
+
+
+def donate_command(request: pb.DonatePointsRequest) -> commands.DonateCommand:
+    return commands.DonateCommand(
+        member=member_identifier(request.member), points=request.points,
+        charity_partner_code=require_text(request.charity_partner_id, "charity_partner_id"),
+    )  # fmt: skip
+
+
+def donate_response(result: commands.DonationResult, is_replay: bool) -> pb.DonatePointsResponse:
+    return pb.DonatePointsResponse(
+        transaction_id=result.transaction_id, member_number=result.member_number,
+        points_donated=result.points_donated, charity_partner_id=result.charity_partner_code,
+        value_minor=result.value_minor, currency_code=result.currency, contract_version=result.contract_version,
+        idempotent_replay=is_replay,
     )  # fmt: skip
 
 

@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 import grpc
@@ -15,8 +16,8 @@ from google.protobuf.message import Message
 
 from auth.principal import Principal
 from auth.tokens import TokenVerifier
-from common.errors import Unauthenticated
-from common.pan import refuse_pan
+from common.errors import CoalitionError, Unauthenticated
+from common.pan import PanNotAllowed, refuse_pan
 from server import metrics
 from server.errors import status_for_exception
 from server.tls import ClientCertificatePolicy
@@ -57,14 +58,19 @@ def current_principal() -> Principal:
 def _served(
     continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler[Any, Any] | None],
     details: grpc.HandlerCallDetails,
+    *,
+    request_streams: bool = False,
 ) -> Any:
     """The handler if these interceptors wrap it: one request in, one response or a blocking stream out.
 
-    Client-streaming and bidirectional calls, and streams written through a callback (health's
-    Watch), are passed through untouched by the others and refused by the auth interceptor.
+    With ``request_streams``, bidirectional calls too (the auth interceptor
+    authenticates those apart, see ``_authenticated_request_stream``). Streams written through a
+    callback (health's Watch) are passed through untouched.
     """
     handler = continuation(details)
-    if handler is None or handler.request_streaming:
+    if handler is None or handler is _REFUSE_STREAMING:
+        return None
+    if handler.request_streaming and not (request_streams and handler.response_streaming):
         return None
     if handler.response_streaming and getattr(handler.unary_stream, "experimental_non_blocking", False):
         return None
@@ -72,6 +78,8 @@ def _served(
 
 
 def _replace_behavior(handler: Any, wrap: Callable[[Behavior], Behavior]) -> Any:
+    if handler.request_streaming and handler.response_streaming:
+        return handler._replace(stream_stream=wrap(handler.stream_stream))
     if handler.response_streaming:
         return handler._replace(unary_stream=wrap(handler.unary_stream))
     return handler._replace(unary_unary=wrap(handler.unary_unary))
@@ -87,7 +95,7 @@ class MetricsInterceptor(_ServerInterceptor):
     """Latency by method and code, RPCs in flight, and one access-log line per failed RPC."""
 
     def intercept_service(self, continuation: Any, details: grpc.HandlerCallDetails) -> Any:
-        handler = _served(continuation, details)
+        handler = _served(continuation, details, request_streams=True)
         if handler is None:
             return continuation(details)
         method = short_method(details.method)
@@ -130,7 +138,7 @@ class ErrorInterceptor(_ServerInterceptor):
     """Turns every exception into a status from the catalog, with ErrorInfo; never UNKNOWN."""
 
     def intercept_service(self, continuation: Any, details: grpc.HandlerCallDetails) -> Any:
-        handler = _served(continuation, details)
+        handler = _served(continuation, details, request_streams=True)
         if handler is None:
             return continuation(details)
 
@@ -158,12 +166,20 @@ class ErrorInterceptor(_ServerInterceptor):
 
 
 class PanGuardInterceptor(_ServerInterceptor):
-    """Refuses any request with a card number in any text field, before it reaches a service."""
+    """Refuses any request with a card number in any text field, before it reaches a service.
+
+    In a client stream each message is checked as it is read: one holding a card number reaches the
+    servicer as a ``RefusedMessage`` (answered on its own) and the stream goes on.
+    """
 
     def intercept_service(self, continuation: Any, details: grpc.HandlerCallDetails) -> Any:
-        handler = _served(continuation, details)
+        handler = _served(continuation, details, request_streams=True)
         if handler is None or details.method.startswith(UNAUTHENTICATED_PREFIXES):
             return continuation(details)
+        if handler.request_streaming:
+            return _replace_behavior(
+                handler, lambda behavior: lambda requests, context: behavior(_pan_checked(requests), context)
+            )
 
         def wrap(behavior: Behavior) -> Behavior:
             def guarded(request: Message, context: grpc.ServicerContext) -> Any:
@@ -173,6 +189,23 @@ class PanGuardInterceptor(_ServerInterceptor):
             return guarded
 
         return _replace_behavior(handler, wrap)
+
+
+@dataclass(frozen=True)
+class RefusedMessage:
+    """A streamed request message the PAN guard refused; the servicer answers it with the error."""
+
+    error: CoalitionError
+
+
+def _pan_checked(requests: Iterator[Message]) -> Iterator[Message | RefusedMessage]:
+    for request in requests:
+        try:
+            _refuse_pans(request, "")
+        except PanNotAllowed as error:
+            yield RefusedMessage(error)  # the message itself goes no further
+            continue
+        yield request
 
 
 def _refuse_pans(message: Message, prefix: str) -> None:
@@ -200,6 +233,11 @@ class AuthInterceptor(_ServerInterceptor):
     def intercept_service(self, continuation: Any, details: grpc.HandlerCallDetails) -> Any:
         if details.method.startswith(UNAUTHENTICATED_PREFIXES):
             return continuation(details)
+        found = continuation(details)
+        # Bidirectional streams are authenticated below; client-streaming calls with one response stay refused.
+        if found is not None and found.request_streaming and found.response_streaming:
+            return self._authenticated_request_stream(found, details)
+        continuation = lambda _details: found  # noqa: E731 - asked once, answered twice below
         handler = _served(continuation, details)
         if handler is None:
             # Fail closed: a client-streaming method added later is refused until it is authenticated here.
@@ -238,6 +276,36 @@ class AuthInterceptor(_ServerInterceptor):
         if handler.response_streaming:
             return handler._replace(unary_stream=authenticated_stream, request_deserializer=None)
         return handler._replace(unary_unary=authenticated, request_deserializer=None)
+
+    def _authenticated_request_stream(self, handler: Any, details: grpc.HandlerCallDetails) -> Any:
+        return _authenticate_stream_call(self, handler, details)
+
+
+def _authenticate_stream_call(interceptor: AuthInterceptor, handler: Any, details: grpc.HandlerCallDetails) -> Any:
+    """A bidirectional call: the token is signed over the method and an empty
+    body, checked once when the call starts, and used once (its ``jti``) like any other token. The
+    items are authenticated by the call that carries them."""
+    behavior: Behavior = handler.stream_stream
+
+    def verify(context: grpc.ServicerContext) -> Principal:
+        authorization = dict(context.invocation_metadata()).get("authorization")
+        try:
+            principal = interceptor.verifier.verify(
+                str(authorization) if authorization else None, method=details.method, body=b""
+            )
+            if interceptor.certificate_policy is not None:
+                auth_context = cast(Mapping[str, Iterable[bytes]], context.auth_context())
+                interceptor.certificate_policy.check(principal, auth_context)
+            return principal
+        except Unauthenticated as error:
+            metrics.AUTH_FAILURES_TOTAL.labels(reason=error.reason).inc()
+            raise
+
+    def authenticated_stream(requests: Iterator[Any], context: grpc.ServicerContext) -> Iterator[Any]:
+        principal = verify(context)
+        return _steps_as(principal, lambda: behavior(requests, context))
+
+    return handler._replace(stream_stream=authenticated_stream)
 
 
 def _steps_as(principal: Principal, start: Callable[[], Iterable[Any]]) -> Iterator[Any]:

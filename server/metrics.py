@@ -13,7 +13,7 @@ RPC_DURATION_SECONDS = Histogram(
 RPCS_IN_FLIGHT = Gauge("loyalty_rpcs_in_flight", "RPCs being served now.")
 POINTS_TOTAL = Counter(
     "loyalty_points_total",
-    "Points moved by checkout, by operation (earned, redeemed, reversed, restored) and partner.",
+    "Points moved by checkout, by operation (earned, redeemed, donated, reversed, restored) and partner.",
     ["operation", "partner"],
 )
 IDEMPOTENT_REPLAYS_TOTAL = Counter(

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import getpass
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import grpc
+from google.protobuf.message import Message
 from loyalty.v1 import partner_admin_service_pb2 as pb
 
 from sdk.client import CoalitionClient, Credentials, error_info
@@ -22,7 +24,7 @@ BILLING = {"on-issuance": pb.BILLING_MODE_ON_ISSUANCE, "on-redemption": pb.BILLI
 
 def add_partner_commands(commands: Any) -> None:
     partner = commands.add_parser("partner", help="onboard partners, manage their keys and contracts")
-    _connection_options(partner)
+    connection_options(partner)
     actions = partner.add_subparsers(title="actions", metavar="ACTION", required=True)
     create = actions.add_parser("create", help="onboard a partner")
     create.add_argument("partner_id")
@@ -39,14 +41,14 @@ def add_partner_commands(commands: Any) -> None:
         action.add_argument("partner_id")
         action.set_defaults(run=_run(_simple(rpc, request_type)))
     listing = actions.add_parser("list", help="list partners")
-    _paging(listing)
+    paging_options(listing)
     listing.set_defaults(run=_run(lambda a: ("ListPartners", pb.ListPartnersRequest(
         page_size=a.page_size, page_token=a.page_token))))  # fmt: skip
     _key_commands(actions)
     _contract_commands(actions)
 
 
-def _connection_options(parser: argparse.ArgumentParser) -> None:
+def connection_options(parser: argparse.ArgumentParser) -> None:
     settings = Settings.from_environment()
     keys_dir = Path(settings.keys_dir)
     parser.add_argument("--target", default=settings.listen_address)
@@ -56,7 +58,7 @@ def _connection_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--request-id", default="", help="idempotency key (default: a new one)")
 
 
-def _paging(parser: argparse.ArgumentParser) -> None:
+def paging_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--page-size", type=int, default=0)
     parser.add_argument("--page-token", default="")
 
@@ -77,7 +79,7 @@ def _key_commands(actions: Any) -> None:
         request_id=a.request_id, partner_id=a.partner_id, key_id=a.key_id))))  # fmt: skip
     listing = keys.add_parser("list", help="list a partner's keys")
     listing.add_argument("partner_id")
-    _paging(listing)
+    paging_options(listing)
     listing.set_defaults(run=_run(lambda a: ("ListPartnerKeys", pb.ListPartnerKeysRequest(
         partner_id=a.partner_id, page_size=a.page_size, page_token=a.page_token))))  # fmt: skip
 
@@ -102,7 +104,7 @@ def _contract_commands(actions: Any) -> None:
     create.set_defaults(run=_run(_contract_request))
     listing = contract_actions.add_parser("list", help="list contract versions")
     listing.add_argument("partner_id")
-    _paging(listing)
+    paging_options(listing)
     listing.set_defaults(run=_run(lambda a: ("ListContractVersions", pb.ListContractVersionsRequest(
         partner_id=a.partner_id, page_size=a.page_size, page_token=a.page_token))))  # fmt: skip
 
@@ -134,21 +136,39 @@ def _simple(rpc: str, request_type: Any) -> Any:
 
 
 def _run(build: Any) -> Any:
-    def run(arguments: argparse.Namespace) -> int:
-        from server.cli import print_message
+    return operator_call(build, service="partner_admin", roles=("admin",))
 
+
+def operator_call(build: Any, *, service: str, roles: Sequence[str]) -> Any:
+    """A command that signs one call to ``service`` as operator staff and prints the answer as JSON.
+
+    ``build(arguments)`` returns the method name and the request.
+    """
+
+    def run(arguments: argparse.Namespace) -> int:
         rpc, request = build(arguments)
-        credentials = Credentials.operator(
-            arguments.staff_id, arguments.operator_key_id, load_private_key(arguments.operator_key), ["admin"]
-        )
-        with CoalitionClient(arguments.target, credentials) as client:
-            try:
-                print_message(getattr(client.partner_admin, rpc)(request))
-            except grpc.RpcError as error:
-                info = error_info(error)
-                reason = info.reason if info else "-"
-                print(f"error: {error.code().name} {reason}: {error.details()}")
-                return 1
-        return 0
+        with operator_client(arguments, roles) as client:
+            return call_and_print(lambda: getattr(getattr(client, service), rpc)(request))
 
     return run
+
+
+def operator_client(arguments: argparse.Namespace, roles: Sequence[str]) -> CoalitionClient:
+    credentials = Credentials.operator(
+        arguments.staff_id, arguments.operator_key_id, load_private_key(arguments.operator_key), list(roles)
+    )
+    return CoalitionClient(arguments.target, credentials)
+
+
+def call_and_print(call: Callable[[], Message]) -> int:
+    """Prints the answer as JSON, or the error's status and reason; the exit code says which."""
+    from server.cli import print_message
+
+    try:
+        print_message(call())
+    except grpc.RpcError as error:
+        info = error_info(error)
+        reason = info.reason if info else "-"
+        print(f"error: {error.code().name} {reason}: {error.details()}")
+        return 1
+    return 0

@@ -116,6 +116,8 @@ def items_of_movement(movement: MovementItem, period: Period) -> list[Item]:
         return [] if movement.is_own_lot_reversal else item(LineType.CONSUMPTION, movement.issuance_price)
     if movement.kind == "EXPIRED":
         return item(LineType.BREAKAGE, ZERO)
+    if movement.kind == "ADJUSTED":  # a support deduction (programme/goodwill.py): never spent, never billed
+        return item(LineType.ADJUSTMENT, ZERO)
     raise UnclassifiedLedgerFact(f"no settlement rule for a {movement.kind} lot movement", movement_kind=movement.kind)
 
 

@@ -28,6 +28,7 @@ class LineType(StrEnum):
     REDEMPTION = "REDEMPTION"  # points redeemed at its tills, reimbursed
     REDEMPTION_REFUND = "REDEMPTION_REFUND"  # redeemed points given back on returns
     BREAKAGE = "BREAKAGE"  # its points that expired; reported, not billed
+    ADJUSTMENT = "ADJUSTMENT"  # ON_REDEMPTION: its points support deducted from members; reported, not billed
     ROUNDING = "ROUNDING"  # the difference between the rounded net and the sum of rounded lines
 
 
@@ -39,6 +40,7 @@ SIGN: dict[LineType, int] = {
     LineType.REDEMPTION: 1,
     LineType.REDEMPTION_REFUND: -1,
     LineType.BREAKAGE: 0,
+    LineType.ADJUSTMENT: 0,
 }
 
 # In every stored statement's csv_sha256: changing a text breaks them all (tests/unit/settlement/test_csv_golden.py).
@@ -50,6 +52,7 @@ DESCRIPTIONS: dict[LineType, str] = {
     LineType.REDEMPTION: "Points redeemed at its tills",
     LineType.REDEMPTION_REFUND: "Redeemed points given back on returns",
     LineType.BREAKAGE: "Points of its lots expired (not billed)",
+    LineType.ADJUSTMENT: "Points of its lots deducted by support (not billed)",
     LineType.ROUNDING: "Rounding to the minor unit",
 }
 

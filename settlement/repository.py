@@ -304,6 +304,7 @@ class SettlementRepository:
         movement_line_type = case(
             (movements.c.kind == "RESTORED", "CONSUMPTION_REVERSAL"),
             (movements.c.kind == "EXPIRED", "BREAKAGE"),
+            (movements.c.kind == "ADJUSTED", "ADJUSTMENT"),
             (movements.c.kind.in_(("CONSUMED", "DEBT_REPAYMENT", "REVERSED")), "CONSUMPTION"),
             else_=UNCLASSIFIED,
         )
@@ -311,7 +312,7 @@ class SettlementRepository:
             lots.c.issuer_partner_id,
             lots.c.currency,
             movement_line_type,
-            case((movements.c.kind == "EXPIRED", zero), else_=lots.c.issuance_price),
+            case((movements.c.kind.in_(("EXPIRED", "ADJUSTED")), zero), else_=lots.c.issuance_price),
             func.abs(movements.c.points_delta),
             reference,
             prior_time,

@@ -76,6 +76,13 @@ class CheckoutServicer(checkout_service_pb2_grpc.CheckoutServiceServicer):
         _points("redeemed", outcome.result.points_redeemed, outcome)
         return convert.redeem_response(outcome.result, outcome.is_replay)
 
+    def DonatePoints(self, request: pb.DonatePointsRequest, context: grpc.ServicerContext) -> pb.DonatePointsResponse:
+        partner = _partner()
+        outcome = self.service.donate_points(partner, request.request_id, convert.donate_command(request))
+        _counted(outcome, "DonatePoints")
+        _points("donated", outcome.result.points_donated, outcome)
+        return convert.donate_response(outcome.result, outcome.is_replay)
+
     def ReturnPurchase(
         self, request: pb.ReturnPurchaseRequest, context: grpc.ServicerContext
     ) -> pb.ReturnPurchaseResponse:

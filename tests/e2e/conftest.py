@@ -55,6 +55,7 @@ def server_settings(database_url: str, operator_key: OperatorKey, **overrides: o
         # clocks in 2026-03: its sweep would expire their holds mid-test. test_operations.py tests
         # the sweep on a server of its own.
         "hold_sweep_seconds": 0.0,
+        "expiry_job_seconds": 0.0,  # likewise: its clock would lapse their points
         "shutdown_grace_seconds": 2.0,
     }
     return Settings(**(values | overrides))  # type: ignore[arg-type]

@@ -22,6 +22,7 @@ class IdentifierKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     IDENTIFIER_KIND_UNSPECIFIED: _ClassVar[IdentifierKind]
     IDENTIFIER_KIND_PHONE_NUMBER: _ClassVar[IdentifierKind]
     IDENTIFIER_KIND_EMAIL: _ClassVar[IdentifierKind]
+    IDENTIFIER_KIND_CARD_TOKEN: _ClassVar[IdentifierKind]
 
 class HoldState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -36,6 +37,7 @@ CHANNEL_IN_STORE: Channel
 IDENTIFIER_KIND_UNSPECIFIED: IdentifierKind
 IDENTIFIER_KIND_PHONE_NUMBER: IdentifierKind
 IDENTIFIER_KIND_EMAIL: IdentifierKind
+IDENTIFIER_KIND_CARD_TOKEN: IdentifierKind
 HOLD_STATE_UNSPECIFIED: HoldState
 HOLD_STATE_HELD: HoldState
 HOLD_STATE_CAPTURED: HoldState
@@ -43,14 +45,16 @@ HOLD_STATE_RELEASED: HoldState
 HOLD_STATE_EXPIRED: HoldState
 
 class MemberIdentifier(_message.Message):
-    __slots__ = ("phone_number", "email", "member_number")
+    __slots__ = ("phone_number", "email", "member_number", "card_token")
     PHONE_NUMBER_FIELD_NUMBER: _ClassVar[int]
     EMAIL_FIELD_NUMBER: _ClassVar[int]
     MEMBER_NUMBER_FIELD_NUMBER: _ClassVar[int]
+    CARD_TOKEN_FIELD_NUMBER: _ClassVar[int]
     phone_number: str
     email: str
     member_number: str
-    def __init__(self, phone_number: _Optional[str] = ..., email: _Optional[str] = ..., member_number: _Optional[str] = ...) -> None: ...
+    card_token: str
+    def __init__(self, phone_number: _Optional[str] = ..., email: _Optional[str] = ..., member_number: _Optional[str] = ..., card_token: _Optional[str] = ...) -> None: ...
 
 class BasketLine(_message.Message):
     __slots__ = ("sku", "amount_minor", "excluded")
@@ -287,6 +291,38 @@ class RedeemPointsRequest(_message.Message):
     basket_total_minor: int
     receipt_id: str
     def __init__(self, request_id: _Optional[str] = ..., member: _Optional[_Union[MemberIdentifier, _Mapping]] = ..., points: _Optional[int] = ..., currency_code: _Optional[str] = ..., basket_total_minor: _Optional[int] = ..., receipt_id: _Optional[str] = ...) -> None: ...
+
+class DonatePointsRequest(_message.Message):
+    __slots__ = ("request_id", "member", "points", "charity_partner_id")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    MEMBER_FIELD_NUMBER: _ClassVar[int]
+    POINTS_FIELD_NUMBER: _ClassVar[int]
+    CHARITY_PARTNER_ID_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    member: MemberIdentifier
+    points: int
+    charity_partner_id: str
+    def __init__(self, request_id: _Optional[str] = ..., member: _Optional[_Union[MemberIdentifier, _Mapping]] = ..., points: _Optional[int] = ..., charity_partner_id: _Optional[str] = ...) -> None: ...
+
+class DonatePointsResponse(_message.Message):
+    __slots__ = ("transaction_id", "member_number", "points_donated", "charity_partner_id", "value_minor", "currency_code", "contract_version", "idempotent_replay")
+    TRANSACTION_ID_FIELD_NUMBER: _ClassVar[int]
+    MEMBER_NUMBER_FIELD_NUMBER: _ClassVar[int]
+    POINTS_DONATED_FIELD_NUMBER: _ClassVar[int]
+    CHARITY_PARTNER_ID_FIELD_NUMBER: _ClassVar[int]
+    VALUE_MINOR_FIELD_NUMBER: _ClassVar[int]
+    CURRENCY_CODE_FIELD_NUMBER: _ClassVar[int]
+    CONTRACT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    IDEMPOTENT_REPLAY_FIELD_NUMBER: _ClassVar[int]
+    transaction_id: str
+    member_number: str
+    points_donated: int
+    charity_partner_id: str
+    value_minor: int
+    currency_code: str
+    contract_version: int
+    idempotent_replay: bool
+    def __init__(self, transaction_id: _Optional[str] = ..., member_number: _Optional[str] = ..., points_donated: _Optional[int] = ..., charity_partner_id: _Optional[str] = ..., value_minor: _Optional[int] = ..., currency_code: _Optional[str] = ..., contract_version: _Optional[int] = ..., idempotent_replay: _Optional[bool] = ...) -> None: ...
 
 class RedeemPointsResponse(_message.Message):
     __slots__ = ("transaction_id", "member_number", "points_redeemed", "value_minor", "currency_code", "contract_version", "idempotent_replay")

@@ -76,6 +76,11 @@ class CheckoutServiceStub:
                 request_serializer=loyalty_dot_v1_dot_checkout__service__pb2.RedeemPointsRequest.SerializeToString,
                 response_deserializer=loyalty_dot_v1_dot_checkout__service__pb2.RedeemPointsResponse.FromString,
                 _registered_method=True)
+        self.DonatePoints = channel.unary_unary(
+                '/loyalty.v1.CheckoutService/DonatePoints',
+                request_serializer=loyalty_dot_v1_dot_checkout__service__pb2.DonatePointsRequest.SerializeToString,
+                response_deserializer=loyalty_dot_v1_dot_checkout__service__pb2.DonatePointsResponse.FromString,
+                _registered_method=True)
         self.ReturnPurchase = channel.unary_unary(
                 '/loyalty.v1.CheckoutService/ReturnPurchase',
                 request_serializer=loyalty_dot_v1_dot_checkout__service__pb2.ReturnPurchaseRequest.SerializeToString,
@@ -154,6 +159,14 @@ class CheckoutServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DonatePoints(self, request, context):
+        """Gives a member's points to a charity partner, on the member's behalf: a redemption at the
+        charity, which settlement reimburses like any redeeming partner.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ReturnPurchase(self, request, context):
         """Returns all or part of a purchase: takes back the points it earned and gives back the points
         that paid for it, both in proportion to the returned amount over the receipt total (rounded
@@ -216,6 +229,11 @@ def add_CheckoutServiceServicer_to_server(servicer, server):
                     servicer.RedeemPoints,
                     request_deserializer=loyalty_dot_v1_dot_checkout__service__pb2.RedeemPointsRequest.FromString,
                     response_serializer=loyalty_dot_v1_dot_checkout__service__pb2.RedeemPointsResponse.SerializeToString,
+            ),
+            'DonatePoints': grpc.unary_unary_rpc_method_handler(
+                    servicer.DonatePoints,
+                    request_deserializer=loyalty_dot_v1_dot_checkout__service__pb2.DonatePointsRequest.FromString,
+                    response_serializer=loyalty_dot_v1_dot_checkout__service__pb2.DonatePointsResponse.SerializeToString,
             ),
             'ReturnPurchase': grpc.unary_unary_rpc_method_handler(
                     servicer.ReturnPurchase,
@@ -411,6 +429,33 @@ class CheckoutService:
             '/loyalty.v1.CheckoutService/RedeemPoints',
             loyalty_dot_v1_dot_checkout__service__pb2.RedeemPointsRequest.SerializeToString,
             loyalty_dot_v1_dot_checkout__service__pb2.RedeemPointsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DonatePoints(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/loyalty.v1.CheckoutService/DonatePoints',
+            loyalty_dot_v1_dot_checkout__service__pb2.DonatePointsRequest.SerializeToString,
+            loyalty_dot_v1_dot_checkout__service__pb2.DonatePointsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -57,6 +57,10 @@ class CheckoutServiceStub:
     """Releases a hold without spending anything."""
     RedeemPoints: _grpc.UnaryUnaryMultiCallable[_checkout_service_pb2.RedeemPointsRequest, _checkout_service_pb2.RedeemPointsResponse]
     """Spends points in one step, for integrations that do not need a hold."""
+    DonatePoints: _grpc.UnaryUnaryMultiCallable[_checkout_service_pb2.DonatePointsRequest, _checkout_service_pb2.DonatePointsResponse]
+    """Gives a member's points to a charity partner, on the member's behalf: a redemption at the
+    charity, which settlement reimburses like any redeeming partner.
+    """
     ReturnPurchase: _grpc.UnaryUnaryMultiCallable[_checkout_service_pb2.ReturnPurchaseRequest, _checkout_service_pb2.ReturnPurchaseResponse]
     """Returns all or part of a purchase: takes back the points it earned and gives back the points
     that paid for it, both in proportion to the returned amount over the receipt total (rounded
@@ -97,6 +101,10 @@ class CheckoutServiceAsyncStub(CheckoutServiceStub):
     """Releases a hold without spending anything."""
     RedeemPoints: _aio.UnaryUnaryMultiCallable[_checkout_service_pb2.RedeemPointsRequest, _checkout_service_pb2.RedeemPointsResponse]  # type: ignore[assignment]
     """Spends points in one step, for integrations that do not need a hold."""
+    DonatePoints: _aio.UnaryUnaryMultiCallable[_checkout_service_pb2.DonatePointsRequest, _checkout_service_pb2.DonatePointsResponse]  # type: ignore[assignment]
+    """Gives a member's points to a charity partner, on the member's behalf: a redemption at the
+    charity, which settlement reimburses like any redeeming partner.
+    """
     ReturnPurchase: _aio.UnaryUnaryMultiCallable[_checkout_service_pb2.ReturnPurchaseRequest, _checkout_service_pb2.ReturnPurchaseResponse]  # type: ignore[assignment]
     """Returns all or part of a purchase: takes back the points it earned and gives back the points
     that paid for it, both in proportion to the returned amount over the receipt total (rounded
@@ -170,6 +178,16 @@ class CheckoutServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_checkout_service_pb2.RedeemPointsResponse, _abc.Awaitable[_checkout_service_pb2.RedeemPointsResponse]]:
         """Spends points in one step, for integrations that do not need a hold."""
+
+    @_abc_1.abstractmethod
+    def DonatePoints(
+        self,
+        request: _checkout_service_pb2.DonatePointsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_checkout_service_pb2.DonatePointsResponse, _abc.Awaitable[_checkout_service_pb2.DonatePointsResponse]]:
+        """Gives a member's points to a charity partner, on the member's behalf: a redemption at the
+        charity, which settlement reimburses like any redeeming partner.
+        """
 
     @_abc_1.abstractmethod
     def ReturnPurchase(

@@ -29,6 +29,7 @@ class StatementLineType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     STATEMENT_LINE_TYPE_REDEMPTION_REFUND: _ClassVar[StatementLineType]
     STATEMENT_LINE_TYPE_BREAKAGE: _ClassVar[StatementLineType]
     STATEMENT_LINE_TYPE_ROUNDING: _ClassVar[StatementLineType]
+    STATEMENT_LINE_TYPE_ADJUSTMENT: _ClassVar[StatementLineType]
 
 class PaymentDirection(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -56,6 +57,7 @@ STATEMENT_LINE_TYPE_REDEMPTION: StatementLineType
 STATEMENT_LINE_TYPE_REDEMPTION_REFUND: StatementLineType
 STATEMENT_LINE_TYPE_BREAKAGE: StatementLineType
 STATEMENT_LINE_TYPE_ROUNDING: StatementLineType
+STATEMENT_LINE_TYPE_ADJUSTMENT: StatementLineType
 PAYMENT_DIRECTION_UNSPECIFIED: PaymentDirection
 PAYMENT_DIRECTION_INBOUND: PaymentDirection
 PAYMENT_DIRECTION_OUTBOUND: PaymentDirection

@@ -1,9 +1,12 @@
 """Stateful test: checkout use cases against a plain-Python reference model of every member's points.
 
 Hypothesis drives CheckoutService through earns, holds, captures, releases, redemptions, returns and the
-passing of time for a few partners and members. A reference model implements the rules of DESIGN.md
-sections 2 and 4 on its own; after every step the service's balances must equal the model's, the
-section 9 invariants must hold, and a rejected operation must have written nothing.
+passing of time for a few partners and members, and the member programme through support goodwill
+(grants, deductions, a second person approving large ones) and the expiry run under a network policy
+that lapses the points of members idle for a month. A reference model implements the rules of
+DESIGN.md sections 2 and 4 and of the programme on its own; after every step the service's balances
+must equal the model's, the section 9 invariants must hold, and a rejected operation must have
+written nothing.
 """
 
 from __future__ import annotations
@@ -52,10 +55,16 @@ from checkout.errors import (
 from checkout.services import CheckoutService
 from checkout.session import CheckoutSettings, PartnerRef
 from common.clock import ManualClock
+from common.db import create_engine
 from common.errors import CoalitionError
-from common.idempotency import Outcome
+from common.idempotency import Outcome, RequestKey
 from common.uow import UnitOfWork
 from members.identifiers import MemberIdentifier
+from programme.expiry import expire_lapsed_points
+from programme.goodwill import AdjustmentCommand, AdjustmentView, GoodwillDesk
+from programme.policy import ExpiryPolicy, NetworkPolicy, add_months
+from programme.services import create_policy_version
+from server.app import held_points
 from tests.factories import create_partner, email
 from tests.invariants import assert_invariants
 
@@ -63,6 +72,9 @@ START = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 CURRENCY = "EUR"
 LIFETIME_DAYS = 730
 SETTINGS = CheckoutSettings(identifier_pepper=b"stateful-pepper", points_lifetime_days=LIFETIME_DAYS)
+INACTIVITY_MONTHS = 1  # the network policy of these cases: idle members' points lapse after a month
+APPROVAL_THRESHOLD = 1_000  # the policy's default: larger goodwill adjustments need a second person
+SUPPORT, SECOND_SUPPORT = "support:alice", "support:bob"
 
 
 @dataclass(frozen=True)
@@ -92,7 +104,7 @@ totals_minor = st.one_of(st.integers(0, 250), st.integers(1_000, 40_000))
 hold_ttls = st.sampled_from([60, 300, 3600])
 clock_steps = st.sampled_from(
     [timedelta(seconds=30), timedelta(seconds=60), timedelta(seconds=300), timedelta(hours=1), timedelta(days=1),
-     timedelta(days=3), timedelta(days=7), timedelta(days=7, seconds=1)]
+     timedelta(days=3), timedelta(days=7), timedelta(days=7, seconds=1), timedelta(days=31)]
 )  # fmt: skip
 
 
@@ -118,9 +130,14 @@ class PendingLot:
 @dataclass
 class MemberModel:
     identifier: MemberIdentifier
-    spendable: int = 0  # remaining points of lots that are available now (none expire during a case)
+    spendable: int = 0  # remaining points of lots that are available now (none reach their expiry in a case)
     pending_lots: list[PendingLot] = field(default_factory=list)
     debt: int = 0
+    last_activity: datetime | None = None  # the member's last earn, spend, return or adjustment
+    # Support deducted or an expiry lapsed some of the member's lots: which purchases' own lots lost
+    # points is beyond this aggregate model, so their returns are left to the focused tests
+    # (tests/integration/programme: a return never takes back points that already lapsed).
+    lots_touched: bool = False
 
 
 @dataclass
@@ -228,6 +245,8 @@ class ReferenceLedger:
         plan = PARTNER_PLANS[partner]
         points = int(Fraction(eligible_minor) * Fraction(plan.earn_rate) / 100)  # rounded down
         model = self.members[member]
+        if points:
+            model.last_activity = now
         repaid = min(model.debt, points)
         model.debt -= repaid
         own_lot = None
@@ -252,8 +271,9 @@ class ReferenceLedger:
         if purchase is not None and purchase.member != member:
             raise Rejected(ReceiptMemberMismatch)
 
-    def spend(self, partner: int, member: int, points: int, receipt_id: str | None) -> None:
+    def spend(self, partner: int, member: int, points: int, receipt_id: str | None, now: datetime) -> None:
         self.members[member].spendable -= points
+        self.members[member].last_activity = now
         if receipt_id:
             key = (partner, receipt_id)
             purchase = self.purchases.setdefault(key, PurchaseModel(partner, receipt_id, member))
@@ -262,7 +282,7 @@ class ReferenceLedger:
     def redeem(self, partner: int, member: int, points: int, receipt_id: str | None, now: datetime) -> None:
         self.check_spend(member, points, now)
         self.check_receipt(partner, member, receipt_id)
-        self.spend(partner, member, points, receipt_id)
+        self.spend(partner, member, points, receipt_id, now)
 
     def hold(self, hold: HoldModel, now: datetime) -> None:
         self.check_spend(hold.member, hold.points, now)
@@ -283,7 +303,7 @@ class ReferenceLedger:
             raise Rejected(CaptureExceedsHold)
         self.check_spend(hold.member, points, now, excluding=hold)
         self.check_receipt(hold.partner, hold.member, hold.receipt_id)
-        self.spend(hold.partner, hold.member, points, hold.receipt_id)
+        self.spend(hold.partner, hold.member, points, hold.receipt_id, now)
         hold.status = "CAPTURED"
         return points
 
@@ -325,7 +345,40 @@ class ReferenceLedger:
         member.spendable -= from_balance
         debt = still_owed - from_balance
         member.debt += debt
+        if to_reverse or restored:
+            member.last_activity = now
         return ReturnExpectation(purchase.returned_minor, to_reverse, restored, debt)
+
+    def grant(self, member: int, points: int, now: datetime) -> int:
+        """Goodwill from the operator: repays debt first, like every credit. Returns the points."""
+        model = self.members[member]
+        repaid = min(model.debt, points)
+        model.debt -= repaid
+        model.spendable += points - repaid
+        model.last_activity = now
+        return points
+
+    def deduct(self, member: int, points: int, now: datetime) -> int:
+        """Support takes available points: never held ones, never into debt."""
+        self.check_spend(member, points, now)
+        model = self.members[member]
+        model.spendable -= points
+        model.last_activity = now
+        model.lots_touched = True
+        return points
+
+    def lapse_idle_members(self, now: datetime) -> int:
+        """The expiry run: an idle member's available points lapse, unless an open hold keeps them active."""
+        self.mature(now)
+        lapsed = 0
+        for index, member in enumerate(self.members):
+            last = member.last_activity
+            if last is None or add_months(last, INACTIVITY_MONTHS) > now or self.held(index, now):
+                continue
+            lapsed += member.spendable
+            member.lots_touched = member.lots_touched or member.spendable > 0
+            member.spendable = 0
+        return lapsed
 
 
 # ---------------------------------------------------------------- the database side
@@ -339,6 +392,7 @@ SNAPSHOT_QUERIES = {
     "lot points remaining": "SELECT COALESCE(SUM(remaining_points), 0) FROM lots",
     "open holds": "SELECT COUNT(*) FROM holds WHERE status = 'HELD'",
     "purchases returned": "SELECT COALESCE(SUM(returned_minor), 0) FROM purchases",
+    "goodwill adjustments": "SELECT COUNT(*) FROM goodwill_adjustments",
 }
 
 
@@ -363,7 +417,12 @@ class LedgerMachine(RuleBasedStateMachine):
         self.engine = engine
         self.clock = ManualClock(START)
         uow = UnitOfWork(engine, self.clock)
+        self.uow = uow
         self.service = CheckoutService(uow, SETTINGS)
+        self.desk = GoodwillDesk(uow, identifier_pepper=SETTINGS.identifier_pepper, held_points=held_points)
+        policy = NetworkPolicy(expiry=ExpiryPolicy(inactivity_months=INACTIVITY_MONTHS))
+        create_policy_version(uow, RequestKey("operator:stateful", uuid.uuid4().hex), policy=policy,
+                              effective_from=None, created_by="stateful")  # fmt: skip
         self.partners: list[PartnerRef] = [
             create_partner(uow, pending_days=plan.pending_days, earn_rate=plan.earn_rate) for plan in PARTNER_PLANS
         ]
@@ -504,7 +563,11 @@ class LedgerMachine(RuleBasedStateMachine):
     @rule(pick=st.integers(-1, 100), is_full=st.booleans(), permille=st.integers(1, 1200))
     def return_purchase(self, pick: int, is_full: bool, permille: int) -> None:
         """A return of a known receipt (or, for ``pick`` -1, of one the partner never sent)."""
-        purchases = sorted(self.model.purchases.values(), key=lambda purchase: (purchase.partner, purchase.receipt_id))
+        purchases = sorted(
+            (purchase for purchase in self.model.purchases.values()
+             if not self.model.members[purchase.member].lots_touched),
+            key=lambda purchase: (purchase.partner, purchase.receipt_id),
+        )  # fmt: skip
         if pick < 0 or not purchases:
             command = ReturnCommand(f"unknown-{uuid.uuid4().hex[:8]}", is_full_return=True)
             self.write(lambda key: self.service.return_purchase(self.partners[0], key, command), unknown_purchase)
@@ -521,6 +584,39 @@ class LedgerMachine(RuleBasedStateMachine):
                 result.returned_minor_total, result.points_reversed, result.points_restored, result.debt_created_points
             )
             assert actual == expected
+
+    @rule(member=members_, points=st.one_of(st.integers(1, APPROVAL_THRESHOLD), st.integers(1, 2_500)))
+    def goodwill_grant(self, member: int, points: int) -> None:
+        command = AdjustmentCommand(self.model.members[member].identifier, "GRANT", points, "SERVICE_RECOVERY", "x")
+        expected, result = self.write(
+            lambda key: self.adjust(key, command), lambda: self.model.grant(member, points, self.now)
+        )
+        assert (result.status, result.points) == ("APPLIED", expected)
+        assert result.decided_by == (SECOND_SUPPORT if points > APPROVAL_THRESHOLD else SUPPORT)
+
+    @rule(member=members_, percent=spend_percents)
+    def goodwill_deduct(self, member: int, percent: int) -> None:
+        # Within the threshold, so it applies (or is refused) when asked for.
+        points = min(self.points_to_spend(member, percent), APPROVAL_THRESHOLD)
+        command = AdjustmentCommand(self.model.members[member].identifier, "DEDUCT", points, "CORRECTION", "x")
+        expected, result = self.write(
+            lambda key: self.adjust(key, command), lambda: self.model.deduct(member, points, self.now)
+        )
+        if result is not None:
+            assert (result.status, result.points) == ("APPLIED", expected)
+
+    def adjust(self, key: str, command: AdjustmentCommand) -> Outcome[AdjustmentView]:
+        """Asks for the adjustment and, above the threshold, has a second person approve it."""
+        asked = self.desk.request(RequestKey(SUPPORT, key), command, SUPPORT)
+        if asked.result.status != "PENDING":
+            return asked
+        return self.desk.approve(RequestKey(SECOND_SUPPORT, key), asked.result.adjustment_id, SECOND_SUPPORT, "")
+
+    @rule()
+    def run_expiry(self) -> None:
+        lapsed = self.model.lapse_idle_members(self.now)
+        # The run is network-wide: members of earlier cases may lapse too.
+        assert expire_lapsed_points(self.uow, held_points).points_expired >= lapsed
 
     @rule(step=clock_steps)
     def advance_clock(self, step: timedelta) -> None:
@@ -576,12 +672,18 @@ STATEFUL_SETTINGS = settings(
 )
 
 
-def test_checkout_agrees_with_the_reference_ledger(engine: Engine) -> None:
+def test_checkout_agrees_with_the_reference_ledger(isolated_database_url: str) -> None:
+    """On a database of its own: the network policy it sets and the network-wide expiry run stay in it."""
+    engine = create_engine(isolated_database_url, pool_size=5)
+
     class LedgerMachineOnThisBackend(LedgerMachine):
         def __init__(self) -> None:
             super().__init__(engine)
 
-    run_state_machine_as_test(LedgerMachineOnThisBackend, settings=STATEFUL_SETTINGS)
+    try:
+        run_state_machine_as_test(LedgerMachineOnThisBackend, settings=STATEFUL_SETTINGS)
+    finally:
+        engine.dispose()
 
 
 # ---------------------------------------------------------------- cases the machine found, pinned

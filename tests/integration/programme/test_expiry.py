@@ -166,3 +166,94 @@ def test_settlement_attributes_breakage_to_each_issuer_without_billing_it(networ
         "SELECT points, public_id FROM journal_transactions WHERE kind = 'EXPIRY'")}  # fmt: skip
     assert facts(network.statement(APRIL, on_issuance)) == [(LineType.BREAKAGE, MARCH, lapsed[300], 300, ZERO, 0)]
     assert facts(network.statement(APRIL, on_redemption)) == [(LineType.BREAKAGE, MARCH, lapsed[600], 600, ZERO, 0)]
+
+
+def test_inactivity_lapses_points_at_the_deadline_to_the_microsecond(network: Network) -> None:
+    """Found by the stateful test: at exactly a month after the last activity, SQLite compared the
+    deadline as text in another format and missed it."""
+    create_policy_version(
+        network.uow, request_key(), policy=NetworkPolicy(ExpiryPolicy(lifetime_months=24, inactivity_months=1)),
+        effective_from=None, created_by="tests",
+    )  # fmt: skip
+    long_lived = Network(network.engine, network.clock, CheckoutSettings(identifier_pepper=b"t"))
+    long_lived.earn(long_lived.partner(), phone(), 10)
+
+    network.clock.set(utc("2026-04-02T09:00:00") - timedelta(microseconds=1))
+    assert expire(network).lots_expired == 0
+    network.clock.set(utc("2026-04-02T09:00:00"))
+    assert expire(network) == ExpiryRun(1, 1, 10)
+
+
+def test_a_return_does_not_take_back_points_that_already_lapsed(network: Network) -> None:
+    """Found in review: the lapsed points were taken again from the member's other points, and an issuer
+    billed on redemption was credited for points it never paid for."""
+    issuer = network.partner(billing=Billing.ON_REDEMPTION)
+    other = network.partner()
+    member = phone()
+    network.earn(issuer, member, 1_000, receipt="R-1")
+    network.clock.set(utc("2026-03-10T09:00:00"))
+    network.earn(other, member, 1_000)
+    network.clock.set(utc("2026-03-23T00:00:00"))  # the first lot lapsed on 2026-03-22
+    assert expire(network) == ExpiryRun(1, 1, 1_000)
+
+    returned = network.return_purchase(issuer, "R-1")
+
+    assert (returned.points_reversed, returned.debt_created_points, returned.reversal_transaction_id) == (1_000, 0, "")
+    assert available(network, other.ref, member) == 1_000
+    network.clock.set(utc("2026-04-01T00:00:00"))
+    network.close(MARCH)
+    lines = {fact[0]: fact[3:] for fact in facts(network.statement(MARCH, issuer))}
+    assert lines == {LineType.ISSUANCE: (1_000, ZERO, 0), LineType.BREAKAGE: (1_000, ZERO, 0)}
+
+
+def test_a_partial_return_sets_lapsed_points_against_its_share_once(network: Network) -> None:
+    shop = network.partner()
+    member = phone()
+    network.earn(shop, member, 1_000, receipt="R-1")
+    network.redeem(shop, member, 600)  # from the purchase's own lot: 400 left in it
+    network.clock.set(utc("2026-03-10T09:00:00"))
+    network.earn(shop, member, 2_000)
+    network.clock.set(utc("2026-03-23T00:00:00"))
+    assert expire(network).points_expired == 400
+
+    first = network.return_purchase(shop, "R-1", returned_minor=30_000)  # 300 points: the lapsed 400 cover them
+    second = network.return_purchase(shop, "R-1")  # the other 700: 100 lapsed, 600 were spent
+
+    assert (first.points_reversed, first.reversal_transaction_id) == (300, "")
+    assert (second.points_reversed, second.debt_created_points) == (700, 0)
+    assert available(network, shop.ref, member) == 2_000 - 600
+
+
+def test_a_new_inactivity_rule_never_backdates_a_lapse_before_it_took_effect(network: Network) -> None:
+    """Found in review: switching the rule on dated the lapse months back, into closed periods."""
+    long_lived = Network(network.engine, network.clock, CheckoutSettings(identifier_pepper=b"t"))
+    long_lived.earn(long_lived.partner(), phone(), 70)
+    network.clock.set(utc("2026-09-01T00:00:00"))
+    create_policy_version(
+        network.uow, request_key(), policy=NetworkPolicy(ExpiryPolicy(lifetime_months=24, inactivity_months=1)),
+        effective_from=None, created_by="tests",
+    )  # fmt: skip
+
+    assert expire(network) == ExpiryRun(1, 1, 70)
+    assert expiries(network) == [(70, utc("2026-09-01T00:00:00"))]
+
+
+def test_a_goodwill_grant_counts_as_activity_and_does_not_lapse_at_the_next_run(network: Network) -> None:
+    """Found in review: a grant to an idle member was wiped by the next run, dated before it existed."""
+    from programme.goodwill import AdjustmentCommand, GoodwillDesk
+
+    create_policy_version(
+        network.uow, request_key(), policy=NetworkPolicy(ExpiryPolicy(lifetime_months=24, inactivity_months=3)),
+        effective_from=None, created_by="tests",
+    )  # fmt: skip
+    long_lived = Network(network.engine, network.clock, CheckoutSettings(identifier_pepper=b"t"))
+    member = phone()
+    long_lived.earn(long_lived.partner(), member, 40)
+    network.clock.set(utc("2026-06-15T10:00:00"))
+    desk = GoodwillDesk(network.uow, identifier_pepper=b"t", held_points=held_points)
+    command = AdjustmentCommand(member, "GRANT", 500, "MISSING_POINTS", "receipt never earned")
+    desk.request(request_key("support:alice"), command, "support:alice")
+
+    assert expire(network) == ExpiryRun(0, 0, 0)
+    network.clock.set(utc("2026-09-15T10:00:00"))  # three months after the grant
+    assert expire(network) == ExpiryRun(1, 2, 540)

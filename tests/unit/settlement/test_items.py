@@ -179,6 +179,8 @@ def test_an_entry_without_a_rule_stops_the_close(account_kind: str, transaction_
         # A return taking points of another lot uses them up: billed to that lot's issuer.
         ("REVERSED", -250, False, [(LineType.CONSUMPTION, PRICE, 250)]),
         ("EXPIRED", -250, False, [(LineType.BREAKAGE, ZERO, 250)]),
+        # Support deducted them (programme/goodwill.py): never spent, so never billed.
+        ("ADJUSTED", -250, False, [(LineType.ADJUSTMENT, ZERO, 250)]),
     ],
 )
 def test_lot_movements_become_lines_by_kind(
@@ -194,7 +196,7 @@ def test_lot_movements_become_lines_by_kind(
         assert item.points > 0
 
 
-@pytest.mark.parametrize("kind", ["CREATED", "ISSUED", "ADJUSTED", "", "consumed"])
+@pytest.mark.parametrize("kind", ["CREATED", "ISSUED", "ADJUST", "", "consumed"])
 def test_a_movement_without_a_rule_stops_the_close(kind: str) -> None:
     with pytest.raises(UnclassifiedLedgerFact) as raised:
         items_of_movement(movement(kind=kind), MARCH)

@@ -40,6 +40,7 @@ EXPECTED_SIGN = {
     LineType.REDEMPTION: 1,  # it receives for points redeemed at its tills
     LineType.REDEMPTION_REFUND: -1,
     LineType.BREAKAGE: 0,  # reported, not billed
+    LineType.ADJUSTMENT: 0,  # support deducted them: reported, not billed
 }
 PRIOR_REFERENCES = [("2026-01", "T-0001"), ("2026-02", "T-0002"), ("2026-02", "T-0010")]
 

@@ -1,0 +1,62 @@
+"""Conversions for NetworkPolicyService messages."""
+
+from __future__ import annotations
+
+from loyalty.v1 import network_policy_service_pb2 as pb
+
+from programme.policy import (
+    ExpiryPolicy,
+    GoodwillPolicy,
+    InvalidPolicy,
+    NetworkPolicy,
+    PolicyVersionView,
+    PrivacyPolicy,
+)
+from server.convert import timestamp
+
+
+def policy_of(message: pb.NetworkPolicy) -> NetworkPolicy:
+    """The domain policy; every section is required, so a forgotten one is an error, not a default."""
+    for section in ("expiry", "goodwill", "privacy"):
+        if not message.HasField(section):
+            raise InvalidPolicy(f"policy.{section} is required", field=f"policy.{section}")
+    expiry = message.expiry
+    return NetworkPolicy(
+        expiry=ExpiryPolicy(
+            lifetime_months=expiry.lifetime_months,
+            inactivity_months=expiry.inactivity_months if expiry.HasField("inactivity_months") else None,
+            expiring_soon_days=expiry.expiring_soon_days,
+        ),
+        goodwill=GoodwillPolicy(
+            approval_threshold_points=message.goodwill.approval_threshold_points,
+            reason_codes=tuple(message.goodwill.reason_codes),
+            currency=message.goodwill.currency_code,
+        ),
+        privacy=PrivacyPolicy(
+            statement_consent_shows_all_partners=message.privacy.statement_consent_shows_all_partners
+        ),
+    )
+
+
+def policy_message(policy: NetworkPolicy) -> pb.NetworkPolicy:
+    expiry = pb.ExpiryPolicy(
+        lifetime_months=policy.expiry.lifetime_months, expiring_soon_days=policy.expiry.expiring_soon_days
+    )
+    if policy.expiry.inactivity_months is not None:
+        expiry.inactivity_months = policy.expiry.inactivity_months
+    goodwill = pb.GoodwillPolicy(
+        approval_threshold_points=policy.goodwill.approval_threshold_points,
+        reason_codes=policy.goodwill.reason_codes,
+        currency_code=policy.goodwill.currency,
+    )
+    privacy = pb.PrivacyPolicy(statement_consent_shows_all_partners=policy.privacy.statement_consent_shows_all_partners)
+    return pb.NetworkPolicy(expiry=expiry, goodwill=goodwill, privacy=privacy)
+
+
+def version_message(view: PolicyVersionView) -> pb.NetworkPolicyVersion:
+    message = pb.NetworkPolicyVersion(version=view.version, policy=policy_message(view.policy), creator=view.created_by)
+    if view.effective_from is not None:
+        message.effective_time.CopyFrom(timestamp(view.effective_from))
+    if view.created_at is not None:
+        message.create_time.CopyFrom(timestamp(view.created_at))
+    return message

@@ -11,26 +11,20 @@ import pytest
 
 from checkout.commands import DonateCommand, DonationResult
 from checkout.errors import InsufficientPoints, NotACharity
-from common.clock import ManualClock
-from common.db import create_engine
 from common.errors import CoalitionError
 from members.identifiers import MemberIdentifier
 from members.services import MemberNotFound
 from partners.services import PartnerNotFound, PartnerSuspended, set_partner_suspended
 from settlement.netting import LineType
 from tests.factories import phone, request_key
-from tests.integration.settlement.harness import MARCH, Brand, Network, assert_books_balance, facts, utc
+from tests.integration.settlement.harness import MARCH, Brand, Network, facts, own_network, utc
 
 
 @pytest.fixture
 def network(isolated_database_url: str) -> Iterator[Network]:
-    engine = create_engine(isolated_database_url, pool_size=5)
-    try:
-        network = Network(engine, ManualClock(utc("2026-03-02T09:00:00")))
+    """A network on a database of its own, whose books must balance when the test ends."""
+    with own_network(isolated_database_url) as network:
         yield network
-        assert_books_balance(network)
-    finally:
-        engine.dispose()
 
 
 def donate(network: Network, through: Brand, member: MemberIdentifier, points: int, charity: str) -> DonationResult:

@@ -13,8 +13,6 @@ from sqlalchemy import select
 
 from checkout.commands import CaptureCommand, HoldCommand
 from checkout.session import CheckoutSettings
-from common.clock import ManualClock
-from common.db import create_engine
 from ledger.repository import transactions
 from partners.rates import Billing
 from programme.expiry import ExpiryRun, expire_lapsed_points
@@ -23,7 +21,7 @@ from programme.services import create_policy_version
 from server.app import held_points
 from settlement.netting import LineType
 from tests.factories import phone, request_key
-from tests.integration.settlement.harness import APRIL, MARCH, Network, assert_books_balance, facts, utc
+from tests.integration.settlement.harness import APRIL, MARCH, Network, facts, own_network, utc
 
 LIFETIME_DAYS = 20
 ZERO = Decimal(0)
@@ -32,14 +30,9 @@ SETTINGS = CheckoutSettings(identifier_pepper=b"t", points_lifetime_days=LIFETIM
 
 @pytest.fixture
 def network(isolated_database_url: str) -> Iterator[Network]:
-    """A network on its own database (the run scans every member), whose books balance at the end."""
-    engine = create_engine(isolated_database_url, pool_size=10)
-    try:
-        network = Network(engine, ManualClock(utc("2026-03-02T09:00:00")), SETTINGS)
+    """A network on a database of its own, whose books must balance when the test ends."""
+    with own_network(isolated_database_url, settings=SETTINGS) as network:
         yield network
-        assert_books_balance(network)
-    finally:
-        engine.dispose()
 
 
 def expire(network: Network) -> ExpiryRun:

@@ -10,8 +10,6 @@ from decimal import Decimal
 import pytest
 
 from checkout.commands import HoldCommand
-from common.clock import ManualClock
-from common.db import create_engine
 from common.errors import CoalitionError
 from common.idempotency import RequestKey
 from members.identifiers import IdentifierKind, MemberIdentifier
@@ -30,20 +28,16 @@ from programme.goodwill import (
 from server.app import held_points
 from settlement.netting import LineType
 from tests.factories import phone, request_key
-from tests.integration.settlement.harness import MARCH, SETTINGS, Network, assert_books_balance, facts, utc
+from tests.integration.settlement.harness import MARCH, SETTINGS, Network, facts, own_network, utc
 
 ALICE, BOB = "support:alice", "support:bob"
 
 
 @pytest.fixture
 def network(isolated_database_url: str) -> Iterator[Network]:
-    engine = create_engine(isolated_database_url, pool_size=10)
-    try:
-        network = Network(engine, ManualClock(utc("2026-03-02T09:00:00")))
+    """A network on a database of its own, whose books must balance when the test ends."""
+    with own_network(isolated_database_url) as network:
         yield network
-        assert_books_balance(network)
-    finally:
-        engine.dispose()
 
 
 @pytest.fixture

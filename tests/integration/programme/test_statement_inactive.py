@@ -8,8 +8,6 @@ from datetime import timedelta
 import pytest
 
 from checkout.commands import EnrollCommand, HoldCommand
-from common.clock import ManualClock
-from common.db import create_engine
 from common.sql import InvalidPageToken
 from programme.activity import InactiveMembers, InvalidInactiveDays, list_inactive_members
 from programme.visibility import (
@@ -21,7 +19,7 @@ from programme.visibility import (
 )
 from server.app import held_points
 from tests.factories import phone, request_key
-from tests.integration.settlement.harness import Brand, Network, assert_books_balance, utc
+from tests.integration.settlement.harness import Brand, Network, own_network, utc
 
 START = utc("2026-01-05T09:00:00")
 NOW = utc("2026-06-01T12:00:00")
@@ -30,14 +28,9 @@ SETTINGS = MemberReadSettings(identifier_pepper=b"t", held_points=held_points)
 
 @pytest.fixture
 def network(isolated_database_url: str) -> Iterator[Network]:
-    """A database of its own: the list spans every member."""
-    engine = create_engine(isolated_database_url, pool_size=10)
-    try:
-        network = Network(engine, ManualClock(START))
+    """A network on a database of its own, whose books must balance when the test ends."""
+    with own_network(isolated_database_url, START) as network:
         yield network
-        assert_books_balance(network)
-    finally:
-        engine.dispose()
 
 
 def inactive(

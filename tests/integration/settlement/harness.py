@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -15,6 +17,7 @@ from checkout.commands import Basket, EarnCommand, EarnResult, RedeemCommand, Re
 from checkout.services import CheckoutService
 from checkout.session import CheckoutSettings, PartnerRef
 from common.clock import ManualClock
+from common.db import create_engine
 from common.idempotency import Outcome, RequestKey
 from common.uow import UnitOfWork
 from members.identifiers import MemberIdentifier
@@ -162,6 +165,21 @@ def nets_plus_margin(network: Network, label: str) -> dict[str, int]:
     for margin in network.period(label).margins:
         totals[margin.currency] += margin.margin_minor
     return dict(totals)
+
+
+@contextmanager
+def own_network(
+    database_url: str, start: datetime | None = None, settings: CheckoutSettings = SETTINGS
+) -> Iterator[Network]:
+    """A network on a database of its own (its clock at ``start``, early March 2026 by default) whose
+    books must balance when the block ends."""
+    engine = create_engine(database_url, pool_size=10)
+    try:
+        network = Network(engine, ManualClock(start or utc("2026-03-02T09:00:00")), settings)
+        yield network
+        assert_books_balance(network)
+    finally:
+        engine.dispose()
 
 
 def assert_books_balance(network: Network) -> None:

@@ -71,3 +71,15 @@ class ReturnExceedsPurchase(FailedPrecondition):
 
 class ReceiptMemberMismatch(FailedPrecondition):
     reason = "RECEIPT_BELONGS_TO_ANOTHER_MEMBER"
+
+
+class InvalidOfflineBatch(InvalidArgument):
+    reason = "INVALID_OFFLINE_BATCH"
+
+
+class InvalidBusinessTime(InvalidArgument):
+    reason = "INVALID_BUSINESS_TIME"
+
+
+class OfflineAllowanceExceeded(FailedPrecondition):
+    reason = "OFFLINE_ALLOWANCE_EXCEEDED"

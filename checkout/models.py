@@ -1,4 +1,4 @@
-"""Checkout state: holds, purchases (receipts) and daily issuance counters."""
+"""Checkout state: holds, purchases (receipts), daily issuance and offline redemption counters."""
 
 from __future__ import annotations
 
@@ -74,3 +74,21 @@ class PartnerDailyIssuance(Base):
     partner_id: Mapped[int] = mapped_column(ForeignKey("partners.id"), primary_key=True)
     day: Mapped[str] = mapped_column(String(10), primary_key=True)
     points_issued: Mapped[int] = mapped_column(BigInteger)
+
+
+class OfflineRedemptionDay(Base):
+    """Points redeemed offline per UTC business day, per member (network-wide) and per partner store.
+
+    Kept only to enforce the network policy's offline allowances (checkout/offline.py): a MEMBER row
+    has the member's id as owner and an empty store id, a STORE row the partner's id and its store id.
+    """
+
+    __tablename__ = "offline_redemption_days"
+
+    kind: Mapped[str] = mapped_column(String(10), primary_key=True)
+    owner_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    store_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    day: Mapped[str] = mapped_column(String(10), primary_key=True)
+    points_redeemed: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (CheckConstraint("kind IN ('MEMBER', 'STORE')", name="kind"),)

@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, func, select
 
-from checkout.models import Hold, PartnerDailyIssuance, Purchase
+from checkout.models import Hold, OfflineRedemptionDay, PartnerDailyIssuance, Purchase
 from common.db import table_of
 from common.sql import Prebuilt, insert_ignoring_conflict
 from ledger.repository import MemberAccounts, balances
@@ -17,6 +17,7 @@ from members.repository import MemberRow, identifiers, links, members
 holds = table_of(Hold)
 purchases = table_of(Purchase)
 daily_issuance = table_of(PartnerDailyIssuance)
+offline_days = table_of(OfflineRedemptionDay)
 
 
 @dataclass(frozen=True)
@@ -201,3 +202,13 @@ class CheckoutRepository:
             daily_issuance.update().where(key).values(points_issued=daily_issuance.c.points_issued + points)
         )
         return int(self.connection.execute(select(daily_issuance.c.points_issued).where(key)).scalar_one())
+
+    def add_offline_redemption(self, kind: str, owner_id: int, store_id: str, day: str, points: int) -> int:
+        """Adds to a member's or a store's offline redemptions of the day and returns the new total."""
+        identity = {"kind": kind, "owner_id": owner_id, "store_id": store_id, "day": day}
+        insert_ignoring_conflict(self.connection, offline_days, identity | {"points_redeemed": 0})
+        key = and_(*(offline_days.c[name] == value for name, value in identity.items()))
+        self.connection.execute(
+            offline_days.update().where(key).values(points_redeemed=offline_days.c.points_redeemed + points)
+        )
+        return int(self.connection.execute(select(offline_days.c.points_redeemed).where(key)).scalar_one())

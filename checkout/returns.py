@@ -78,7 +78,7 @@ def _posting(
         version = session.ledger_records.contract_version_of(references) or version
     return Posting(
         kind=kind, member_id=member.id, partner_id=purchase.partner_id, contract_version_id=version,
-        business_time=session.now, receipt_id=purchase.receipt_id, currency=purchase.currency,
+        business_time=session.business_time, receipt_id=purchase.receipt_id, currency=purchase.currency,
         references_transaction_id=references,
     )  # fmt: skip
 
@@ -94,13 +94,22 @@ def _refund(
         given = min(spent, points - sum(part for _, part in restore))
         if given > 0:
             restore.append((lot_id, given))
-    if not restore:
+    # Points redeemed on credit (an offline redemption the member's points no longer covered) come back
+    # by cancelling that debt, as far as it is still owed: debt already repaid stays repaid.
+    owed = points - sum(part for _, part in restore)
+    debt_points = 0
+    if owed > 0:
+        on_credit = session.ledger_records.receipt_debt_points(
+            purchase.partner_id, purchase.receipt_id, accounts.debt_account_id
+        )
+        debt_points = max(min(owed, on_credit, accounts.debt_points), 0)
+    if not restore and debt_points == 0:
         return "", 0
     # The refund refers to the redemption it gives back, so settlement can label a late one.
     redemption = session.ledger_records.first_redemption(purchase.partner_id, purchase.receipt_id)
     posting = _posting("REDEMPTION_REFUND", session, member, purchase, redemption)
-    posted = session.ledger.refund(accounts, posting, restore)
-    return posted.public_id, sum(part for _, part in restore)
+    posted = session.ledger.refund(accounts, posting, restore, debt_points)
+    return posted.public_id, sum(part for _, part in restore) + debt_points
 
 
 def _reverse(

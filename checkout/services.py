@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from datetime import timedelta
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from datetime import datetime, timedelta
 
 from sqlalchemy import Connection
 
@@ -41,6 +42,16 @@ from checkout.errors import (
     ReceiptAlreadyEarned,
     ReceiptMemberMismatch,
 )
+from checkout.offline import (
+    OfflineItem,
+    OfflineItemResult,
+    OfflineRedemptionResult,
+    RefusedItem,
+    answer_each,
+    charge_allowance,
+    require_batch,
+    require_business_time,
+)
 from checkout.repository import CheckoutRepository, HoldRow
 from checkout.returns import return_purchase
 from checkout.session import (
@@ -55,7 +66,7 @@ from checkout.session import (
 from common.idempotency import Outcome, run_once
 from common.ids import new_id
 from common.uow import UnitOfWork
-from ledger.lots import plan_consumption
+from ledger.lots import plan_consumption, plan_up_to
 from ledger.posting import NewLot, Posted, Posting
 from ledger.repository import MemberAccounts
 from members.identifiers import MemberIdentifier
@@ -71,8 +82,8 @@ class CheckoutService:
         self.uow = uow
         self.settings = settings
 
-    def _session(self, connection: Connection) -> CheckoutSession:
-        return CheckoutSession(connection, self.settings, self.uow.clock.now())
+    def _session(self, connection: Connection, business_time: datetime | None = None) -> CheckoutSession:
+        return CheckoutSession(connection, self.settings, self.uow.clock.now(), business_time)
 
     def quote(self, partner: PartnerRef, command: QuoteCommand) -> QuoteResult:
         """What a basket would earn and how much of it points could pay. Writes nothing."""
@@ -101,30 +112,7 @@ class CheckoutService:
         command.basket.validate()
 
         def work(connection: Connection) -> EarnResult:
-            session = self._session(connection)
-            version = session.terms(partner.partner_id)
-            require_currency(command.basket.currency, version.terms)
-            found = session.member(command.member, partner.partner_id, enroll=command.enroll_if_unknown)
-            member, accounts, is_new = found.row, found.accounts, found.is_new
-            points = points_for_spend(command.basket.eligible_minor, version.terms)
-            session.count_issuance(partner.partner_id, version.terms, points)
-            transaction_id, public_id, repaid = None, "", 0
-            if points > 0:
-                posted, _, repaid = session.ledger.earn(
-                    accounts, _posting("EARN", member, partner, version, session, command.receipt_id, command.basket),
-                    points, _new_lot(partner, version, session),
-                )  # fmt: skip
-                transaction_id, public_id = posted.transaction_id, posted.public_id
-            earned = {"earned_at": session.now, "earn_transaction_id": transaction_id, "points_earned": points,
-                      "total_minor": command.basket.total_minor, "channel": command.channel,
-                      "store_id": command.store_id or None}  # fmt: skip
-            _record_earn(session, partner, member, version, command.receipt_id, earned)
-            lot = _new_lot(partner, version, session)
-            return EarnResult(
-                transaction_id=public_id, member_number=member.member_number, points_earned=points,
-                debt_repaid_points=repaid, available_at=lot.available_at, expires_at=lot.expires_at,
-                contract_version=version.version, is_newly_enrolled=is_new,
-            )  # fmt: skip
+            return _earn(self._session(connection), partner, command)
 
         return run_once(self.uow, partner.request(request_id), "EarnPoints", command, EarnResult, work)
 
@@ -254,6 +242,43 @@ class CheckoutService:
 
         return run_once(self.uow, partner.request(request_id), "ReturnPurchase", command, ReturnResult, work)
 
+    def submit_offline_batch(
+        self, partner: PartnerRef, store_id: str, items: Sequence[OfflineItem | RefusedItem]
+    ) -> list[OfflineItemResult]:
+        """A store's queued items, each applied once by its own key in its own transaction (checkout/offline.py)."""
+        require_batch(store_id, items)
+        return answer_each(items, lambda item: self._offline_item(partner, store_id, item))
+
+    def _offline_item(self, partner: PartnerRef, store_id: str, item: OfflineItem) -> OfflineItemResult:
+        operation, key = item.operation, partner.request(item.request_id)
+        sent = {"store_id": store_id, "item": item}  # what a resend must repeat exactly
+
+        def session(connection: Connection) -> CheckoutSession:
+            now = self.uow.clock.now()
+            return CheckoutSession(connection, self.settings, now, require_business_time(item.business_time, now))
+
+        if isinstance(operation, EarnCommand):
+            operation = replace(operation, channel="IN_STORE", store_id=store_id)
+            operation.basket.validate()
+            earned = run_once(self.uow, key, "OfflineEarn", sent, EarnResult,
+                              lambda connection: _earn(session(connection), partner, operation))  # fmt: skip
+            return OfflineItemResult(item.request_id, earn=earned.result, is_replay=earned.is_replay)
+        if isinstance(operation, ReturnCommand):
+
+            def give_back(connection: Connection) -> ReturnResult:
+                checkout = session(connection)
+                checkout.terms(partner.partner_id)  # the partner must be active
+                return return_purchase(checkout, partner, operation)
+
+            returned = run_once(self.uow, key, "OfflineReturn", sent, ReturnResult, give_back)
+            return OfflineItemResult(item.request_id, purchase_return=returned.result, is_replay=returned.is_replay)
+        _require_positive(operation.points)
+        redeemed = run_once(
+            self.uow, key, "OfflineRedeem", sent, OfflineRedemptionResult,
+            lambda connection: _redeem_offline(session(connection), partner, store_id, operation),
+        )  # fmt: skip
+        return OfflineItemResult(item.request_id, redemption=redeemed.result, is_replay=redeemed.is_replay)
+
     def enroll_member(self, partner: PartnerRef, request_id: str, command: EnrollCommand) -> Outcome[MemberView]:
         """Enrols a member by phone or email, or links the existing member to this partner."""
 
@@ -304,6 +329,60 @@ class CheckoutService:
                 return expired
 
 
+def _earn(session: CheckoutSession, partner: PartnerRef, command: EarnCommand) -> EarnResult:
+    version = session.terms(partner.partner_id)
+    require_currency(command.basket.currency, version.terms)
+    found = session.member(command.member, partner.partner_id, enroll=command.enroll_if_unknown)
+    member, accounts, is_new = found.row, found.accounts, found.is_new
+    points = points_for_spend(command.basket.eligible_minor, version.terms)
+    session.count_issuance(partner.partner_id, version.terms, points)
+    transaction_id, public_id, repaid = None, "", 0
+    if points > 0:
+        posted, _, repaid = session.ledger.earn(
+            accounts, _posting("EARN", member, partner, version, session, command.receipt_id, command.basket),
+            points, _new_lot(partner, version, session),
+        )  # fmt: skip
+        transaction_id, public_id = posted.transaction_id, posted.public_id
+    earned = {"earned_at": session.business_time, "earn_transaction_id": transaction_id, "points_earned": points,
+              "total_minor": command.basket.total_minor, "channel": command.channel,
+              "store_id": command.store_id or None}  # fmt: skip
+    _record_earn(session, partner, member, version, command.receipt_id, earned)
+    lot = _new_lot(partner, version, session)
+    return EarnResult(
+        transaction_id=public_id, member_number=member.member_number, points_earned=points,
+        debt_repaid_points=repaid, available_at=lot.available_at, expires_at=lot.expires_at,
+        contract_version=version.version, is_newly_enrolled=is_new,
+    )  # fmt: skip
+
+
+def _redeem_offline(
+    session: CheckoutSession, partner: PartnerRef, store_id: str, command: RedeemCommand
+) -> OfflineRedemptionResult:
+    """A redemption a till already granted: within the allowances it is booked even when the member's
+    points no longer cover it, and the shortfall becomes the member's debt."""
+    version = session.terms(partner.partner_id)
+    require_currency(command.currency, version.terms)
+    found = session.member(command.member, partner.partner_id)
+    member, points = found.row, command.points
+    _check_limits(version, points, command.basket_total_minor)
+    charge_allowance(session, partner, store_id, member.id, points)
+    lots = session.ledger_records.lots_with_points(member.id)
+    # Points open holds reserve stay reserved: the shortfall goes to debt instead.
+    spendable = sum(lot.remaining_points for lot in lots if lot.is_spendable(session.now))
+    budget = max(spendable - session.records.held_points(member.id, session.now), 0)
+    plan = plan_up_to(lots, min(points, budget), session.now)
+    debt = points - sum(taken for _, taken in plan)
+    posting = _posting("REDEEM", member, partner, version, session, command.receipt_id)
+    posted = session.ledger.spend_into_debt(found.accounts, posting, plan, debt)
+    if command.receipt_id:
+        _record_redemption(session, partner, member, version, command.receipt_id, points)
+    return OfflineRedemptionResult(
+        transaction_id=posted.public_id, member_number=member.member_number, points_redeemed=points,
+        debt_points=debt, value_minor=value_of_points_minor(points, version.terms), currency=version.terms.currency,
+        contract_version=version.version,
+    )  # fmt: skip
+
+
 def _require_positive(points: int) -> None:
     if points <= 0:
         raise InvalidPoints("points must be positive")
@@ -315,7 +394,7 @@ def _posting(
 ) -> Posting:  # fmt: skip
     return Posting(
         kind=kind, member_id=member.id, partner_id=partner.partner_id, contract_version_id=version.id,
-        business_time=session.now, receipt_id=receipt_id or None,
+        business_time=session.business_time, receipt_id=receipt_id or None,
         amount_minor=basket.total_minor if basket else None, currency=version.terms.currency,
     )  # fmt: skip
 
@@ -323,8 +402,9 @@ def _posting(
 def _new_lot(partner: PartnerRef, version: ContractVersionView, session: CheckoutSession) -> NewLot:
     return NewLot(
         issuer_partner_id=partner.partner_id, contract_version_id=version.id,
-        issuance_price=version.terms.issuance_price, currency=version.terms.currency, earned_at=session.now,
-        available_at=session.now + timedelta(days=version.terms.pending_days),
+        issuance_price=version.terms.issuance_price, currency=version.terms.currency,
+        earned_at=session.business_time,
+        available_at=session.business_time + timedelta(days=version.terms.pending_days),
         expires_at=session.new_lot_expiry(),
     )  # fmt: skip
 

@@ -60,9 +60,15 @@ class PartnerRef:
 
 
 class CheckoutSession:
-    def __init__(self, connection: Connection, settings: CheckoutSettings, now: datetime) -> None:
+    """``now`` is the server's time (when things are recorded, what is spendable); ``business_time`` when
+    the event happened: the same online, the till's original time for an offline item (checkout/offline.py)."""
+
+    def __init__(
+        self, connection: Connection, settings: CheckoutSettings, now: datetime, business_time: datetime | None = None
+    ) -> None:
         self.settings = settings
         self.now = now
+        self.business_time = business_time or now
         self.members = MemberRepository(connection)
         self.ledger_records = LedgerRepository(connection)
         self.records = CheckoutRepository(connection)
@@ -76,17 +82,24 @@ class CheckoutSession:
         return self._expiry
 
     def new_lot_expiry(self) -> datetime:
-        """When points earned now expire: fixed at earning, so a later policy never shortens them."""
+        """When points earned at the business time expire: fixed at earning, so a later policy never
+        shortens them. An offline earn's points live from the purchase, under the policy then in force."""
+        earned_at = self.business_time
         if self.settings.points_lifetime_days is not None:
-            return self.now + timedelta(days=self.settings.points_lifetime_days)
-        return add_months(self.now, self.expiry_policy().lifetime_months)
+            return earned_at + timedelta(days=self.settings.points_lifetime_days)
+        if earned_at == self.now:
+            return add_months(earned_at, self.expiry_policy().lifetime_months)
+        return add_months(
+            earned_at, policy_in_force(self.ledger_records.connection, earned_at).policy.expiry.lifetime_months
+        )
 
     def expiring_soon_until(self) -> datetime:
         days = self.settings.expiring_soon_days
         return self.now + timedelta(days=days if days is not None else self.expiry_policy().expiring_soon_days)
 
     def terms(self, partner_id: int) -> ContractVersionView:
-        return partner_terms_in_force(self.ledger_records.connection, partner_id, self.now)
+        """The contract version in force when the event happened (the partner must be active now)."""
+        return partner_terms_in_force(self.ledger_records.connection, partner_id, self.business_time)
 
     def contract_version(self, version_id: int) -> ContractVersionView:
         return PartnerRepository(self.ledger_records.connection).version_by_id(version_id)

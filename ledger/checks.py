@@ -48,10 +48,16 @@ LEDGER_CHECKS: dict[str, str] = {
         WHERE l.remaining_points < 0 OR l.remaining_points > l.points
            OR l.remaining_points <> l.points + COALESCE((SELECT SUM(m.points_delta) FROM lot_movements m
                                                          WHERE m.lot_id = l.id), 0)""",
-    "6. lineage of each spend sums to the points spent": """
+    # A spend's points come from lots (its lineage) except the part booked as member debt, which only
+    # an offline redemption the member's points no longer covered has (Ledger.spend_into_debt).
+    "6. lineage of each spend plus its debt sums to the points spent": """
         SELECT t.id FROM journal_transactions t
         WHERE t.kind = 'REDEEM' AND t.points <> -COALESCE((SELECT SUM(m.points_delta) FROM lot_movements m
-                                                           WHERE m.transaction_id = t.id), 0)""",
+                                                           WHERE m.transaction_id = t.id), 0)
+                                              + COALESCE((SELECT SUM(e.amount_points) FROM journal_entries e
+                                                          JOIN ledger_accounts a ON a.id = e.account_id
+                                                          WHERE e.transaction_id = t.id AND e.side = 'D'
+                                                            AND a.kind = 'MEMBER_DEBT'), 0)""",
     "4. one receipt, at most one earn": """
         SELECT partner_id, receipt_id FROM journal_transactions WHERE kind = 'EARN'
         GROUP BY partner_id, receipt_id HAVING COUNT(*) > 1""",

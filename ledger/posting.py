@@ -88,16 +88,46 @@ class Ledger:
         self.repository.change_member_balance(member.member_id, -points, 0)
         return posted
 
-    def refund(self, member: MemberAccounts, posting: Posting, restore: list[tuple[int, int]]) -> Posted:
-        """Gives back points that paid for a returned purchase, into the lots they came from."""
-        points = sum(given for _, given in restore)
+    def spend_into_debt(
+        self, member: MemberAccounts, posting: Posting, plan: list[tuple[int, int]], debt_points: int
+    ) -> Posted:
+        """A spend the member's lots cannot fully cover: the planned lots, and ``debt_points`` owed.
+
+        For a redemption that was already granted (an offline till gave the discount): the redeeming
+        partner is credited in full, the member's points account is debited what the lots supply (with
+        their lineage) and the member's debt account the shortfall, which later earnings repay first.
+        """
+        from_lots = sum(taken for _, taken in plan)
+        points = from_lots + debt_points
         redeemed_account = self.repository.account_id("PARTNER_REDEEMED", _owner(posting.partner_id))
         posted = self._post(
-            posting, points, [(redeemed_account, DEBIT, points), (member.points_account_id, CREDIT, points)]
-        )
+            posting,
+            points,
+            [(member.points_account_id, DEBIT, from_lots), (member.debt_account_id, DEBIT, debt_points),
+             (redeemed_account, CREDIT, points)],
+        )  # fmt: skip
+        self.repository.change_lots([(lot_id, -taken) for lot_id, taken in plan])
+        self._movements(posted, "CONSUMED", [(lot_id, -taken) for lot_id, taken in plan])
+        self.repository.change_member_balance(member.member_id, -from_lots, debt_points)
+        return posted
+
+    def refund(
+        self, member: MemberAccounts, posting: Posting, restore: list[tuple[int, int]], debt_points: int = 0
+    ) -> Posted:
+        """Gives back points that paid for a returned purchase: into the lots they came from, and, for a
+        redemption the member's points did not cover (``spend_into_debt``), by cancelling that debt."""
+        from_lots = sum(given for _, given in restore)
+        points = from_lots + debt_points
+        redeemed_account = self.repository.account_id("PARTNER_REDEEMED", _owner(posting.partner_id))
+        posted = self._post(
+            posting,
+            points,
+            [(redeemed_account, DEBIT, points), (member.points_account_id, CREDIT, from_lots),
+             (member.debt_account_id, CREDIT, debt_points)],
+        )  # fmt: skip
         self.repository.change_lots(restore)
         self._movements(posted, "RESTORED", restore)
-        self.repository.change_member_balance(member.member_id, points, 0)
+        self.repository.change_member_balance(member.member_id, from_lots, -debt_points)
         return posted
 
     def reverse_earn(

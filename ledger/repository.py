@@ -234,6 +234,22 @@ class LedgerRepository:
         ).scalar()
         return None if value is None else int(value)
 
+    def receipt_debt_points(self, partner_id: int, receipt_id: str, debt_account_id: int) -> int:
+        """Points of a receipt's redemptions booked to the member's debt and not yet refunded."""
+        signed = case((entries.c.side == "D", entries.c.amount_points), else_=-entries.c.amount_points)
+        query = (
+            select(func.coalesce(func.sum(signed), 0))
+            .select_from(transactions)
+            .join(entries, entries.c.transaction_id == transactions.c.id)
+            .where(
+                transactions.c.partner_id == partner_id,
+                transactions.c.receipt_id == receipt_id,
+                transactions.c.kind.in_(("REDEEM", "REDEMPTION_REFUND")),
+                entries.c.account_id == debt_account_id,
+            )
+        )
+        return int(self.connection.execute(query).scalar_one())
+
     def restorable_lots(self, partner_id: int, receipt_id: str) -> list[tuple[int, int]]:
         """(lot_id, points) spent on this receipt and not yet given back, latest-expiring first."""
         net = func.sum(movements.c.points_delta)

@@ -99,16 +99,42 @@ class PrivacyPolicy:
         return None
 
 
+MAX_OFFLINE_ALLOWANCE_POINTS = 10_000_000
+
+
+@dataclass(frozen=True)
+class OfflinePolicy:
+    """How many points store terminals may let members redeem while offline (checkout/offline.py).
+
+    A terminal without a connection cannot see a member's balance, so what it lets them spend is a
+    risk the network takes: bounded per member (all of the member's offline redemptions anywhere in
+    the network) and per store (a partner's store id), in points per UTC day of the redemption's
+    business time. A redemption beyond either is refused when it syncs; one within both that the
+    member's points no longer cover becomes member debt. 0 turns offline redemption off.
+    """
+
+    member_daily_points: int = 2_000
+    store_daily_points: int = 50_000
+
+    def validate(self) -> None:
+        for name in ("member_daily_points", "store_daily_points"):
+            if not 0 <= getattr(self, name) <= MAX_OFFLINE_ALLOWANCE_POINTS:
+                raise InvalidPolicy(f"offline.{name} must be 0-{MAX_OFFLINE_ALLOWANCE_POINTS}", field=f"offline.{name}")
+
+
 @dataclass(frozen=True)
 class NetworkPolicy:
     expiry: ExpiryPolicy = field(default_factory=ExpiryPolicy)
     goodwill: GoodwillPolicy = field(default_factory=GoodwillPolicy)
     privacy: PrivacyPolicy = field(default_factory=PrivacyPolicy)
+    # Versions stored before offline stores existed read back with these defaults.
+    offline: OfflinePolicy = field(default_factory=OfflinePolicy)
 
     def validate(self) -> None:
         self.expiry.validate()
         self.goodwill.validate()
         self.privacy.validate()
+        self.offline.validate()
 
 
 DEFAULT_POLICY = NetworkPolicy()

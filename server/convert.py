@@ -7,9 +7,10 @@ from datetime import UTC, datetime
 from google.protobuf.timestamp_pb2 import Timestamp
 from loyalty.v1 import checkout_service_pb2 as pb
 
-from checkout import commands
-from common.errors import InvalidArgument
+from checkout import commands, offline
+from common.errors import CoalitionError, InvalidArgument
 from members.identifiers import IdentifierKind, InvalidIdentifier, MemberIdentifier
+from server.errors import status_code_for
 
 _HOLD_STATES = {
     "HELD": pb.HOLD_STATE_HELD,
@@ -196,3 +197,84 @@ def return_response(result: commands.ReturnResult, is_replay: bool) -> pb.Return
         debt_created_points=result.debt_created_points, reversal_transaction_id=result.reversal_transaction_id,
         refund_transaction_id=result.refund_transaction_id, idempotent_replay=is_replay,
     )  # fmt: skip
+
+
+def offline_items(request: pb.SubmitOfflineBatchRequest) -> list[offline.OfflineItem | offline.RefusedItem]:
+    """The batch's items; one that cannot be read is refused on its own, not with the batch."""
+    items: list[offline.OfflineItem | offline.RefusedItem] = []
+    for message in request.items:
+        try:
+            items.append(_offline_item(message))
+        except CoalitionError as error:
+            items.append(offline.RefusedItem(message.request_id, error))
+    return items
+
+
+def _offline_item(message: pb.OfflineItem) -> offline.OfflineItem:
+    business_time = datetime_of(message.business_time) if message.HasField("business_time") else None
+    which = message.WhichOneof("operation")
+    operation: offline.OfflineOperation
+    if which == "earn":
+        earn = message.earn
+        operation = commands.EarnCommand(
+            member=member_identifier(earn.member), receipt_id=require_text(earn.receipt_id, "receipt_id"),
+            basket=basket(earn.basket), enroll_if_unknown=earn.enroll_if_unknown,
+        )  # fmt: skip
+    elif which == "purchase_return":
+        returned = message.purchase_return
+        operation = commands.ReturnCommand(
+            receipt_id=require_text(returned.receipt_id, "receipt_id"),
+            returned_minor=returned.returned_amount_minor, is_full_return=returned.full_return,
+        )  # fmt: skip
+    elif which == "redemption":
+        redemption = message.redemption
+        operation = commands.RedeemCommand(
+            member=member_identifier(redemption.member), points=redemption.points,
+            currency=redemption.currency_code, basket_total_minor=redemption.basket_total_minor,
+            receipt_id=redemption.receipt_id,
+        )  # fmt: skip
+    else:
+        raise MissingField("an item is one of earn, purchase_return or redemption", field="operation")
+    return offline.OfflineItem(message.request_id, business_time, operation)
+
+
+def offline_results(results: list[offline.OfflineItemResult]) -> pb.SubmitOfflineBatchResponse:
+    return pb.SubmitOfflineBatchResponse(results=[_offline_result(result) for result in results])
+
+
+def _offline_result(result: offline.OfflineItemResult) -> pb.OfflineItemResult:
+    message = pb.OfflineItemResult(request_id=result.request_id, idempotent_replay=result.is_replay)
+    if result.error is not None:
+        error = result.error
+        message.status = pb.OFFLINE_ITEM_STATUS_REJECTED
+        message.error_code = status_code_for(error).name
+        message.reason, message.message = error.reason, error.message
+        message.metadata.update(error.metadata)
+        return message
+    message.status = pb.OFFLINE_ITEM_STATUS_APPLIED
+    if result.earn is not None:
+        earned = earn_response(result.earn, result.is_replay)
+        message.earn.CopyFrom(pb.OfflineEarnResult(
+            transaction_id=earned.transaction_id, member_number=earned.member_number,
+            points_earned=earned.points_earned, debt_repaid_points=earned.debt_repaid_points,
+            available_time=earned.available_time, expire_time=earned.expire_time,
+            contract_version=earned.contract_version, newly_enrolled=earned.newly_enrolled,
+        ))  # fmt: skip
+    elif result.purchase_return is not None:
+        returned = result.purchase_return
+        message.purchase_return.CopyFrom(pb.OfflineReturnResult(
+            member_number=returned.member_number, returned_total_minor=returned.returned_minor_total,
+            points_reversed=returned.points_reversed, points_restored=returned.points_restored,
+            debt_created_points=returned.debt_created_points,
+            reversal_transaction_id=returned.reversal_transaction_id,
+            refund_transaction_id=returned.refund_transaction_id,
+        ))  # fmt: skip
+    elif result.redemption is not None:
+        redeemed = result.redemption
+        message.redemption.CopyFrom(pb.OfflineRedemptionResult(
+            transaction_id=redeemed.transaction_id, member_number=redeemed.member_number,
+            points_redeemed=redeemed.points_redeemed, debt_points=redeemed.debt_points,
+            value_minor=redeemed.value_minor, currency_code=redeemed.currency,
+            contract_version=redeemed.contract_version,
+        ))  # fmt: skip
+    return message

@@ -19,7 +19,7 @@ WRITE_ROLES = ("admin",)
 
 def add_policy_commands(commands: Any) -> None:
     policy = commands.add_parser(
-        "policy", help="read and version the network policy (expiry, goodwill, privacy)",
+        "policy", help="read and version the network policy (expiry, goodwill, privacy, offline)",
         description="The network policy holds the programme rules for every partner. Versions are immutable "
         "and effective-dated, like partner contracts: `set` adds a version that changes the given rules.",
     )  # fmt: skip
@@ -57,6 +57,14 @@ def add_policy_commands(commands: Any) -> None:
     consent.add_argument(
         "--consent-shows-own-share", action="store_false", dest="consent_shows_all",
         help="a partner sees only its own share of a statement, consent or not",
+    )  # fmt: skip
+    change.add_argument(
+        "--offline-member-daily-points", type=int, metavar="POINTS",
+        help="points one member may redeem offline per day across the network (0: none)",
+    )  # fmt: skip
+    change.add_argument(
+        "--offline-store-daily-points", type=int, metavar="POINTS",
+        help="points one store may let members redeem offline per day (0: none)",
     )  # fmt: skip
     change.add_argument("--effective-time", default="", help="RFC 3339, e.g. 2027-01-01T00:00:00Z (default: now)")
     change.set_defaults(run=_set)
@@ -114,3 +122,7 @@ def _apply_flags(policy: pb.NetworkPolicy, arguments: argparse.Namespace) -> Non
         policy.goodwill.currency_code = arguments.goodwill_currency
     if arguments.consent_shows_all is not None:
         policy.privacy.statement_consent_shows_all_partners = arguments.consent_shows_all
+    if arguments.offline_member_daily_points is not None:
+        policy.offline.member_daily_points = arguments.offline_member_daily_points
+    if arguments.offline_store_daily_points is not None:
+        policy.offline.store_daily_points = arguments.offline_store_daily_points

@@ -9,6 +9,7 @@ from programme.policy import (
     GoodwillPolicy,
     InvalidPolicy,
     NetworkPolicy,
+    OfflinePolicy,
     PolicyVersionView,
     PrivacyPolicy,
 )
@@ -17,7 +18,7 @@ from server.convert import timestamp
 
 def policy_of(message: pb.NetworkPolicy) -> NetworkPolicy:
     """The domain policy; every section is required, so a forgotten one is an error, not a default."""
-    for section in ("expiry", "goodwill", "privacy"):
+    for section in ("expiry", "goodwill", "privacy", "offline"):
         if not message.HasField(section):
             raise InvalidPolicy(f"policy.{section} is required", field=f"policy.{section}")
     expiry = message.expiry
@@ -35,6 +36,10 @@ def policy_of(message: pb.NetworkPolicy) -> NetworkPolicy:
         privacy=PrivacyPolicy(
             statement_consent_shows_all_partners=message.privacy.statement_consent_shows_all_partners
         ),
+        offline=OfflinePolicy(
+            member_daily_points=message.offline.member_daily_points,
+            store_daily_points=message.offline.store_daily_points,
+        ),
     )
 
 
@@ -50,7 +55,10 @@ def policy_message(policy: NetworkPolicy) -> pb.NetworkPolicy:
         currency_code=policy.goodwill.currency,
     )
     privacy = pb.PrivacyPolicy(statement_consent_shows_all_partners=policy.privacy.statement_consent_shows_all_partners)
-    return pb.NetworkPolicy(expiry=expiry, goodwill=goodwill, privacy=privacy)
+    offline = pb.OfflinePolicy(
+        member_daily_points=policy.offline.member_daily_points, store_daily_points=policy.offline.store_daily_points
+    )
+    return pb.NetworkPolicy(expiry=expiry, goodwill=goodwill, privacy=privacy, offline=offline)
 
 
 def version_message(view: PolicyVersionView) -> pb.NetworkPolicyVersion:

@@ -228,6 +228,9 @@ def _matrix_agrees_with_statements(
                 redeemed[view.partner_id] += line.points
             elif line.line_type is LineType.REDEMPTION_REFUND:
                 redeemed[view.partner_id] -= line.points
+    # Points redeemed on credit (booked to member debt) came from no issuer's lots: no matrix cell has them.
+    for redeemer, points in repository.debt_funded_redemptions(period.id).items():
+        redeemed[codes[redeemer][0]] -= points
     lineage: dict[tuple[str, str], int] = defaultdict(int)
     for matrix_row in repository.matrix_rows(period.id):
         issuer_id = matrix_row.issuer_partner_id
@@ -246,7 +249,8 @@ def _matrix_agrees_with_statements(
     ]
     total = sum(columns.values())
     return _result("matrix_agrees_with_statements", failures,
-                   f"{len(stored)} cells, {total} points: columns = points redeemed, rows = lot lineage")  # fmt: skip
+                   f"{len(stored)} cells, {total} points: columns = points redeemed (less member debt), "
+                   "rows = lot lineage")  # fmt: skip
 
 
 def _positions_carry_over(repository: SettlementRepository, period: PeriodRow, rows: list[StatementRow]) -> CheckResult:

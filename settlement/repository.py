@@ -514,6 +514,26 @@ class SettlementRepository:
         # SUM of a BIGINT is a NUMERIC on PostgreSQL.
         return [MatrixRow(*row[:4], int(row[4])) for row in self.connection.execute(query)]
 
+    def debt_funded_redemptions(self, period_id: int) -> dict[int, int]:
+        """Points of the period's redemptions booked to member debt, less those refunds gave back by
+        cancelling that debt, per redeeming partner: an offline redemption the member's points no longer
+        covered (Ledger.spend_into_debt) has no lot lineage."""
+        signed = case((entries.c.side == "D", entries.c.amount_points), else_=-entries.c.amount_points)
+        query = (
+            select(transactions.c.partner_id, func.sum(signed))
+            .select_from(assignments)
+            .join(transactions, transactions.c.id == assignments.c.transaction_id)
+            .join(entries, entries.c.transaction_id == transactions.c.id)
+            .join(accounts, accounts.c.id == entries.c.account_id)
+            .where(
+                assignments.c.period_id == period_id,
+                transactions.c.kind.in_(("REDEEM", "REDEMPTION_REFUND")),
+                accounts.c.kind == "MEMBER_DEBT",
+            )
+            .group_by(transactions.c.partner_id)
+        )
+        return {int(partner): int(points) for partner, points in self.connection.execute(query)}
+
     def _stream(self, query: Any) -> Iterator[Any]:
         # On the statement: Connection.execution_options would switch every later statement to a cursor.
         result = self.connection.execute(query.execution_options(yield_per=STREAM_BATCH_ROWS))

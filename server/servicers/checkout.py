@@ -113,3 +113,17 @@ class CheckoutServicer(checkout_service_pb2_grpc.CheckoutServiceServicer):
         partner = _partner()
         view = self.service.get_balance(partner, convert.member_identifier(request.member))
         return pb.GetBalanceResponse(balance=convert.balance(view))
+
+    def SubmitOfflineBatch(
+        self, request: pb.SubmitOfflineBatchRequest, context: grpc.ServicerContext
+    ) -> pb.SubmitOfflineBatchResponse:
+        partner = _partner()
+        results = self.service.submit_offline_batch(partner, request.store_id, convert.offline_items(request))
+        for result in results:
+            if result.is_replay:
+                metrics.IDEMPOTENT_REPLAYS_TOTAL.labels(method="SubmitOfflineBatch").inc()
+            elif result.redemption is not None:
+                metrics.record_points("redeemed", current_principal().subject, result.redemption.points_redeemed)
+            elif result.earn is not None:
+                metrics.record_points("earned", current_principal().subject, result.earn.points_earned)
+        return convert.offline_results(results)

@@ -91,6 +91,7 @@ def expiry(lifetime_months: int = 24, inactivity_months: int | None = None, soon
             approval_threshold_points=1_000, reason_codes=DEFAULT_REASON_CODES, currency_code="EUR"
         ),
         privacy=pb.PrivacyPolicy(statement_consent_shows_all_partners=True),
+        offline=pb.OfflinePolicy(member_daily_points=2_000, store_daily_points=50_000),
     )
     if inactivity_months is not None:
         policy.expiry.inactivity_months = inactivity_months
@@ -100,6 +101,18 @@ def expiry(lifetime_months: int = 24, inactivity_months: int | None = None, soon
 def without_goodwill_reasons() -> pb.NetworkPolicy:
     policy = expiry()
     policy.goodwill.ClearField("reason_codes")
+    return policy
+
+
+def without_offline_section() -> pb.NetworkPolicy:
+    policy = expiry()
+    policy.ClearField("offline")
+    return policy
+
+
+def negative_offline_allowance() -> pb.NetworkPolicy:
+    policy = expiry()
+    policy.offline.store_daily_points = -1
     return policy
 
 
@@ -134,12 +147,14 @@ def test_versions_are_immutable_effective_dated_idempotent_and_validated(network
         pb.CreateNetworkPolicyVersionRequest(request_id=uuid.uuid4().hex, policy=expiry(inactivity_months=0)),
         pb.CreateNetworkPolicyVersionRequest(request_id=uuid.uuid4().hex, policy=pb.NetworkPolicy()),
         pb.CreateNetworkPolicyVersionRequest(request_id=uuid.uuid4().hex, policy=without_goodwill_reasons()),
+        pb.CreateNetworkPolicyVersionRequest(request_id=uuid.uuid4().hex, policy=without_offline_section()),
+        pb.CreateNetworkPolicyVersionRequest(request_id=uuid.uuid4().hex, policy=negative_offline_allowance()),
         pb.CreateNetworkPolicyVersionRequest(request_id=request_id, policy=expiry(lifetime_months=12)),
     ]
     past = pb.CreateNetworkPolicyVersionRequest(request_id=uuid.uuid4().hex, policy=expiry())
     past.effective_time.FromDatetime(network.clock.now() - timedelta(days=1))
     reasons = [reason_of(lambda request=request: service.CreateNetworkPolicyVersion(request)) for request in refused]
-    assert reasons == [(grpc.StatusCode.INVALID_ARGUMENT, "INVALID_POLICY")] * 4 + [
+    assert reasons == [(grpc.StatusCode.INVALID_ARGUMENT, "INVALID_POLICY")] * 6 + [
         (grpc.StatusCode.ABORTED, "IDEMPOTENCY_KEY_REUSED")
     ]
     assert reason_of(lambda: service.CreateNetworkPolicyVersion(past)) == (
@@ -190,6 +205,7 @@ def test_the_cli_shows_sets_and_lists_versions(network: Network) -> None:
     changed = network.cli(
         "set", "--lifetime-months", "36", "--no-inactivity-expiry", "--goodwill-approval-threshold", "500",
         "--goodwill-reason-codes", "SERVICE_RECOVERY, BIRTHDAY", "--consent-shows-own-share",
+        "--offline-member-daily-points", "1500",
     )  # fmt: skip
     assert changed.returncode == 0, changed.stdout + changed.stderr
     created = json.loads(changed.stdout)["policy_version"]
@@ -202,6 +218,7 @@ def test_the_cli_shows_sets_and_lists_versions(network: Network) -> None:
             "currency_code": "EUR",
         },
         "privacy": {"statement_consent_shows_all_partners": False},
+        "offline": {"member_daily_points": "1500", "store_daily_points": "50000"},
     }
     assert created["creator"] == "ops-cli"
 
@@ -210,6 +227,7 @@ def test_the_cli_shows_sets_and_lists_versions(network: Network) -> None:
         "expiry": {"lifetimeMonths": 12, "expiringSoonDays": 14},
         "goodwill": {"reasonCodes": ["CORRECTION"], "currencyCode": "GBP"},
         "privacy": {},
+        "offline": {"memberDailyPoints": 2000, "storeDailyPoints": 50000},
     }
     policy_file.write_text(json.dumps(written))
     from_file = network.cli("set", "--file", str(policy_file), "--inactivity-months", "6")

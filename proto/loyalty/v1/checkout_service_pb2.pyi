@@ -31,6 +31,12 @@ class HoldState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     HOLD_STATE_CAPTURED: _ClassVar[HoldState]
     HOLD_STATE_RELEASED: _ClassVar[HoldState]
     HOLD_STATE_EXPIRED: _ClassVar[HoldState]
+
+class OfflineItemStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    OFFLINE_ITEM_STATUS_UNSPECIFIED: _ClassVar[OfflineItemStatus]
+    OFFLINE_ITEM_STATUS_APPLIED: _ClassVar[OfflineItemStatus]
+    OFFLINE_ITEM_STATUS_REJECTED: _ClassVar[OfflineItemStatus]
 CHANNEL_UNSPECIFIED: Channel
 CHANNEL_ONLINE: Channel
 CHANNEL_IN_STORE: Channel
@@ -43,6 +49,9 @@ HOLD_STATE_HELD: HoldState
 HOLD_STATE_CAPTURED: HoldState
 HOLD_STATE_RELEASED: HoldState
 HOLD_STATE_EXPIRED: HoldState
+OFFLINE_ITEM_STATUS_UNSPECIFIED: OfflineItemStatus
+OFFLINE_ITEM_STATUS_APPLIED: OfflineItemStatus
+OFFLINE_ITEM_STATUS_REJECTED: OfflineItemStatus
 
 class MemberIdentifier(_message.Message):
     __slots__ = ("phone_number", "email", "member_number", "card_token")
@@ -415,3 +424,154 @@ class GetBalanceResponse(_message.Message):
     BALANCE_FIELD_NUMBER: _ClassVar[int]
     balance: Balance
     def __init__(self, balance: _Optional[_Union[Balance, _Mapping]] = ...) -> None: ...
+
+class OfflineEarn(_message.Message):
+    __slots__ = ("member", "receipt_id", "basket", "enroll_if_unknown")
+    MEMBER_FIELD_NUMBER: _ClassVar[int]
+    RECEIPT_ID_FIELD_NUMBER: _ClassVar[int]
+    BASKET_FIELD_NUMBER: _ClassVar[int]
+    ENROLL_IF_UNKNOWN_FIELD_NUMBER: _ClassVar[int]
+    member: MemberIdentifier
+    receipt_id: str
+    basket: Basket
+    enroll_if_unknown: bool
+    def __init__(self, member: _Optional[_Union[MemberIdentifier, _Mapping]] = ..., receipt_id: _Optional[str] = ..., basket: _Optional[_Union[Basket, _Mapping]] = ..., enroll_if_unknown: _Optional[bool] = ...) -> None: ...
+
+class OfflineReturn(_message.Message):
+    __slots__ = ("receipt_id", "returned_amount_minor", "full_return")
+    RECEIPT_ID_FIELD_NUMBER: _ClassVar[int]
+    RETURNED_AMOUNT_MINOR_FIELD_NUMBER: _ClassVar[int]
+    FULL_RETURN_FIELD_NUMBER: _ClassVar[int]
+    receipt_id: str
+    returned_amount_minor: int
+    full_return: bool
+    def __init__(self, receipt_id: _Optional[str] = ..., returned_amount_minor: _Optional[int] = ..., full_return: _Optional[bool] = ...) -> None: ...
+
+class OfflineRedemption(_message.Message):
+    __slots__ = ("member", "points", "currency_code", "basket_total_minor", "receipt_id")
+    MEMBER_FIELD_NUMBER: _ClassVar[int]
+    POINTS_FIELD_NUMBER: _ClassVar[int]
+    CURRENCY_CODE_FIELD_NUMBER: _ClassVar[int]
+    BASKET_TOTAL_MINOR_FIELD_NUMBER: _ClassVar[int]
+    RECEIPT_ID_FIELD_NUMBER: _ClassVar[int]
+    member: MemberIdentifier
+    points: int
+    currency_code: str
+    basket_total_minor: int
+    receipt_id: str
+    def __init__(self, member: _Optional[_Union[MemberIdentifier, _Mapping]] = ..., points: _Optional[int] = ..., currency_code: _Optional[str] = ..., basket_total_minor: _Optional[int] = ..., receipt_id: _Optional[str] = ...) -> None: ...
+
+class OfflineItem(_message.Message):
+    __slots__ = ("request_id", "business_time", "earn", "purchase_return", "redemption")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    BUSINESS_TIME_FIELD_NUMBER: _ClassVar[int]
+    EARN_FIELD_NUMBER: _ClassVar[int]
+    PURCHASE_RETURN_FIELD_NUMBER: _ClassVar[int]
+    REDEMPTION_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    business_time: _timestamp_pb2.Timestamp
+    earn: OfflineEarn
+    purchase_return: OfflineReturn
+    redemption: OfflineRedemption
+    def __init__(self, request_id: _Optional[str] = ..., business_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., earn: _Optional[_Union[OfflineEarn, _Mapping]] = ..., purchase_return: _Optional[_Union[OfflineReturn, _Mapping]] = ..., redemption: _Optional[_Union[OfflineRedemption, _Mapping]] = ...) -> None: ...
+
+class SubmitOfflineBatchRequest(_message.Message):
+    __slots__ = ("store_id", "items")
+    STORE_ID_FIELD_NUMBER: _ClassVar[int]
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    store_id: str
+    items: _containers.RepeatedCompositeFieldContainer[OfflineItem]
+    def __init__(self, store_id: _Optional[str] = ..., items: _Optional[_Iterable[_Union[OfflineItem, _Mapping]]] = ...) -> None: ...
+
+class OfflineEarnResult(_message.Message):
+    __slots__ = ("transaction_id", "member_number", "points_earned", "debt_repaid_points", "available_time", "expire_time", "contract_version", "newly_enrolled")
+    TRANSACTION_ID_FIELD_NUMBER: _ClassVar[int]
+    MEMBER_NUMBER_FIELD_NUMBER: _ClassVar[int]
+    POINTS_EARNED_FIELD_NUMBER: _ClassVar[int]
+    DEBT_REPAID_POINTS_FIELD_NUMBER: _ClassVar[int]
+    AVAILABLE_TIME_FIELD_NUMBER: _ClassVar[int]
+    EXPIRE_TIME_FIELD_NUMBER: _ClassVar[int]
+    CONTRACT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    NEWLY_ENROLLED_FIELD_NUMBER: _ClassVar[int]
+    transaction_id: str
+    member_number: str
+    points_earned: int
+    debt_repaid_points: int
+    available_time: _timestamp_pb2.Timestamp
+    expire_time: _timestamp_pb2.Timestamp
+    contract_version: int
+    newly_enrolled: bool
+    def __init__(self, transaction_id: _Optional[str] = ..., member_number: _Optional[str] = ..., points_earned: _Optional[int] = ..., debt_repaid_points: _Optional[int] = ..., available_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., contract_version: _Optional[int] = ..., newly_enrolled: _Optional[bool] = ...) -> None: ...
+
+class OfflineReturnResult(_message.Message):
+    __slots__ = ("member_number", "returned_total_minor", "points_reversed", "points_restored", "debt_created_points", "reversal_transaction_id", "refund_transaction_id")
+    MEMBER_NUMBER_FIELD_NUMBER: _ClassVar[int]
+    RETURNED_TOTAL_MINOR_FIELD_NUMBER: _ClassVar[int]
+    POINTS_REVERSED_FIELD_NUMBER: _ClassVar[int]
+    POINTS_RESTORED_FIELD_NUMBER: _ClassVar[int]
+    DEBT_CREATED_POINTS_FIELD_NUMBER: _ClassVar[int]
+    REVERSAL_TRANSACTION_ID_FIELD_NUMBER: _ClassVar[int]
+    REFUND_TRANSACTION_ID_FIELD_NUMBER: _ClassVar[int]
+    member_number: str
+    returned_total_minor: int
+    points_reversed: int
+    points_restored: int
+    debt_created_points: int
+    reversal_transaction_id: str
+    refund_transaction_id: str
+    def __init__(self, member_number: _Optional[str] = ..., returned_total_minor: _Optional[int] = ..., points_reversed: _Optional[int] = ..., points_restored: _Optional[int] = ..., debt_created_points: _Optional[int] = ..., reversal_transaction_id: _Optional[str] = ..., refund_transaction_id: _Optional[str] = ...) -> None: ...
+
+class OfflineRedemptionResult(_message.Message):
+    __slots__ = ("transaction_id", "member_number", "points_redeemed", "debt_points", "value_minor", "currency_code", "contract_version")
+    TRANSACTION_ID_FIELD_NUMBER: _ClassVar[int]
+    MEMBER_NUMBER_FIELD_NUMBER: _ClassVar[int]
+    POINTS_REDEEMED_FIELD_NUMBER: _ClassVar[int]
+    DEBT_POINTS_FIELD_NUMBER: _ClassVar[int]
+    VALUE_MINOR_FIELD_NUMBER: _ClassVar[int]
+    CURRENCY_CODE_FIELD_NUMBER: _ClassVar[int]
+    CONTRACT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    transaction_id: str
+    member_number: str
+    points_redeemed: int
+    debt_points: int
+    value_minor: int
+    currency_code: str
+    contract_version: int
+    def __init__(self, transaction_id: _Optional[str] = ..., member_number: _Optional[str] = ..., points_redeemed: _Optional[int] = ..., debt_points: _Optional[int] = ..., value_minor: _Optional[int] = ..., currency_code: _Optional[str] = ..., contract_version: _Optional[int] = ...) -> None: ...
+
+class OfflineItemResult(_message.Message):
+    __slots__ = ("request_id", "status", "error_code", "reason", "message", "metadata", "idempotent_replay", "earn", "purchase_return", "redemption")
+    class MetadataEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_CODE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    IDEMPOTENT_REPLAY_FIELD_NUMBER: _ClassVar[int]
+    EARN_FIELD_NUMBER: _ClassVar[int]
+    PURCHASE_RETURN_FIELD_NUMBER: _ClassVar[int]
+    REDEMPTION_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    status: OfflineItemStatus
+    error_code: str
+    reason: str
+    message: str
+    metadata: _containers.ScalarMap[str, str]
+    idempotent_replay: bool
+    earn: OfflineEarnResult
+    purchase_return: OfflineReturnResult
+    redemption: OfflineRedemptionResult
+    def __init__(self, request_id: _Optional[str] = ..., status: _Optional[_Union[OfflineItemStatus, str]] = ..., error_code: _Optional[str] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., idempotent_replay: _Optional[bool] = ..., earn: _Optional[_Union[OfflineEarnResult, _Mapping]] = ..., purchase_return: _Optional[_Union[OfflineReturnResult, _Mapping]] = ..., redemption: _Optional[_Union[OfflineRedemptionResult, _Mapping]] = ...) -> None: ...
+
+class SubmitOfflineBatchResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[OfflineItemResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[OfflineItemResult, _Mapping]]] = ...) -> None: ...

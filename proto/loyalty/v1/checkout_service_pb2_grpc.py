@@ -101,6 +101,11 @@ class CheckoutServiceStub:
                 request_serializer=loyalty_dot_v1_dot_checkout__service__pb2.GetBalanceRequest.SerializeToString,
                 response_deserializer=loyalty_dot_v1_dot_checkout__service__pb2.GetBalanceResponse.FromString,
                 _registered_method=True)
+        self.SubmitOfflineBatch = channel.unary_unary(
+                '/loyalty.v1.CheckoutService/SubmitOfflineBatch',
+                request_serializer=loyalty_dot_v1_dot_checkout__service__pb2.SubmitOfflineBatchRequest.SerializeToString,
+                response_deserializer=loyalty_dot_v1_dot_checkout__service__pb2.SubmitOfflineBatchResponse.FromString,
+                _registered_method=True)
 
 
 class CheckoutServiceServicer:
@@ -197,6 +202,16 @@ class CheckoutServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SubmitOfflineBatch(self, request, context):
+        """Syncs what a store terminal queued while offline: earns, returns and small redemptions, each
+        with its own `request_id` and its original `business_time`. Each item is applied on its own and
+        answered in `results` at the same position; a refused item never fails the others. Resending
+        the batch, whole or in part, is safe: an item already applied answers with its stored result.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CheckoutServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -254,6 +269,11 @@ def add_CheckoutServiceServicer_to_server(servicer, server):
                     servicer.GetBalance,
                     request_deserializer=loyalty_dot_v1_dot_checkout__service__pb2.GetBalanceRequest.FromString,
                     response_serializer=loyalty_dot_v1_dot_checkout__service__pb2.GetBalanceResponse.SerializeToString,
+            ),
+            'SubmitOfflineBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitOfflineBatch,
+                    request_deserializer=loyalty_dot_v1_dot_checkout__service__pb2.SubmitOfflineBatchRequest.FromString,
+                    response_serializer=loyalty_dot_v1_dot_checkout__service__pb2.SubmitOfflineBatchResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -564,6 +584,33 @@ class CheckoutService:
             '/loyalty.v1.CheckoutService/GetBalance',
             loyalty_dot_v1_dot_checkout__service__pb2.GetBalanceRequest.SerializeToString,
             loyalty_dot_v1_dot_checkout__service__pb2.GetBalanceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitOfflineBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/loyalty.v1.CheckoutService/SubmitOfflineBatch',
+            loyalty_dot_v1_dot_checkout__service__pb2.SubmitOfflineBatchRequest.SerializeToString,
+            loyalty_dot_v1_dot_checkout__service__pb2.SubmitOfflineBatchResponse.FromString,
             options,
             channel_credentials,
             insecure,

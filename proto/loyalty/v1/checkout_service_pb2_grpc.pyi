@@ -72,6 +72,12 @@ class CheckoutServiceStub:
     """Finds a member this partner has dealt with. Any other member is NOT_FOUND."""
     GetBalance: _grpc.UnaryUnaryMultiCallable[_checkout_service_pb2.GetBalanceRequest, _checkout_service_pb2.GetBalanceResponse]
     """The balance of a member this partner has dealt with."""
+    SubmitOfflineBatch: _grpc.UnaryUnaryMultiCallable[_checkout_service_pb2.SubmitOfflineBatchRequest, _checkout_service_pb2.SubmitOfflineBatchResponse]
+    """Syncs what a store terminal queued while offline: earns, returns and small redemptions, each
+    with its own `request_id` and its original `business_time`. Each item is applied on its own and
+    answered in `results` at the same position; a refused item never fails the others. Resending
+    the batch, whole or in part, is safe: an item already applied answers with its stored result.
+    """
 
 @_typing.type_check_only
 class CheckoutServiceAsyncStub(CheckoutServiceStub):
@@ -116,6 +122,12 @@ class CheckoutServiceAsyncStub(CheckoutServiceStub):
     """Finds a member this partner has dealt with. Any other member is NOT_FOUND."""
     GetBalance: _aio.UnaryUnaryMultiCallable[_checkout_service_pb2.GetBalanceRequest, _checkout_service_pb2.GetBalanceResponse]  # type: ignore[assignment]
     """The balance of a member this partner has dealt with."""
+    SubmitOfflineBatch: _aio.UnaryUnaryMultiCallable[_checkout_service_pb2.SubmitOfflineBatchRequest, _checkout_service_pb2.SubmitOfflineBatchResponse]  # type: ignore[assignment]
+    """Syncs what a store terminal queued while offline: earns, returns and small redemptions, each
+    with its own `request_id` and its original `business_time`. Each item is applied on its own and
+    answered in `results` at the same position; a refused item never fails the others. Resending
+    the batch, whole or in part, is safe: an item already applied answers with its stored result.
+    """
 
 class CheckoutServiceServicer(metaclass=_abc_1.ABCMeta):
     """CheckoutService is what partner tills and e-commerce backends call at checkout: quote a basket,
@@ -223,5 +235,17 @@ class CheckoutServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_checkout_service_pb2.GetBalanceResponse, _abc.Awaitable[_checkout_service_pb2.GetBalanceResponse]]:
         """The balance of a member this partner has dealt with."""
+
+    @_abc_1.abstractmethod
+    def SubmitOfflineBatch(
+        self,
+        request: _checkout_service_pb2.SubmitOfflineBatchRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_checkout_service_pb2.SubmitOfflineBatchResponse, _abc.Awaitable[_checkout_service_pb2.SubmitOfflineBatchResponse]]:
+        """Syncs what a store terminal queued while offline: earns, returns and small redemptions, each
+        with its own `request_id` and its original `business_time`. Each item is applied on its own and
+        answered in `results` at the same position; a refused item never fails the others. Resending
+        the batch, whole or in part, is safe: an item already applied answers with its stored result.
+        """
 
 def add_CheckoutServiceServicer_to_server(servicer: CheckoutServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

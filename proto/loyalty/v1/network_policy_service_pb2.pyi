@@ -36,15 +36,25 @@ class PrivacyPolicy(_message.Message):
     statement_consent_shows_all_partners: bool
     def __init__(self, statement_consent_shows_all_partners: _Optional[bool] = ...) -> None: ...
 
+class OfflinePolicy(_message.Message):
+    __slots__ = ("member_daily_points", "store_daily_points")
+    MEMBER_DAILY_POINTS_FIELD_NUMBER: _ClassVar[int]
+    STORE_DAILY_POINTS_FIELD_NUMBER: _ClassVar[int]
+    member_daily_points: int
+    store_daily_points: int
+    def __init__(self, member_daily_points: _Optional[int] = ..., store_daily_points: _Optional[int] = ...) -> None: ...
+
 class NetworkPolicy(_message.Message):
-    __slots__ = ("expiry", "goodwill", "privacy")
+    __slots__ = ("expiry", "goodwill", "privacy", "offline")
     EXPIRY_FIELD_NUMBER: _ClassVar[int]
     GOODWILL_FIELD_NUMBER: _ClassVar[int]
     PRIVACY_FIELD_NUMBER: _ClassVar[int]
+    OFFLINE_FIELD_NUMBER: _ClassVar[int]
     expiry: ExpiryPolicy
     goodwill: GoodwillPolicy
     privacy: PrivacyPolicy
-    def __init__(self, expiry: _Optional[_Union[ExpiryPolicy, _Mapping]] = ..., goodwill: _Optional[_Union[GoodwillPolicy, _Mapping]] = ..., privacy: _Optional[_Union[PrivacyPolicy, _Mapping]] = ...) -> None: ...
+    offline: OfflinePolicy
+    def __init__(self, expiry: _Optional[_Union[ExpiryPolicy, _Mapping]] = ..., goodwill: _Optional[_Union[GoodwillPolicy, _Mapping]] = ..., privacy: _Optional[_Union[PrivacyPolicy, _Mapping]] = ..., offline: _Optional[_Union[OfflinePolicy, _Mapping]] = ...) -> None: ...
 
 class NetworkPolicyVersion(_message.Message):
     __slots__ = ("version", "effective_time", "policy", "create_time", "creator")

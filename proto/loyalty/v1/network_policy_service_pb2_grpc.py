@@ -28,7 +28,8 @@ if _version_not_supported:
 
 class NetworkPolicyServiceStub:
     """NetworkPolicyService is the operator's API for the network policy: the programme rules that hold
-    for every partner (when points expire, support's goodwill adjustments, what partners may see). The policy is versioned like partner contracts:
+    for every partner (when points expire, support's goodwill adjustments, what partners may see,
+    what stores may redeem offline). The policy is versioned like partner contracts:
     each version is immutable and takes effect at its effective time. Reading needs an operator
     token with the `admin`, `finance` or `support` role; adding a version needs `admin`.
     """
@@ -58,7 +59,8 @@ class NetworkPolicyServiceStub:
 
 class NetworkPolicyServiceServicer:
     """NetworkPolicyService is the operator's API for the network policy: the programme rules that hold
-    for every partner (when points expire, support's goodwill adjustments, what partners may see). The policy is versioned like partner contracts:
+    for every partner (when points expire, support's goodwill adjustments, what partners may see,
+    what stores may redeem offline). The policy is versioned like partner contracts:
     each version is immutable and takes effect at its effective time. Reading needs an operator
     token with the `admin`, `finance` or `support` role; adding a version needs `admin`.
     """
@@ -112,7 +114,8 @@ def add_NetworkPolicyServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class NetworkPolicyService:
     """NetworkPolicyService is the operator's API for the network policy: the programme rules that hold
-    for every partner (when points expire, support's goodwill adjustments, what partners may see). The policy is versioned like partner contracts:
+    for every partner (when points expire, support's goodwill adjustments, what partners may see,
+    what stores may redeem offline). The policy is versioned like partner contracts:
     each version is immutable and takes effect at its effective time. Reading needs an operator
     token with the `admin`, `finance` or `support` role; adding a version needs `admin`.
     """

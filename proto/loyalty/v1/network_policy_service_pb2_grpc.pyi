@@ -29,7 +29,8 @@ GRPC_VERSION: str
 
 class NetworkPolicyServiceStub:
     """NetworkPolicyService is the operator's API for the network policy: the programme rules that hold
-    for every partner (when points expire, support's goodwill adjustments, what partners may see). The policy is versioned like partner contracts:
+    for every partner (when points expire, support's goodwill adjustments, what partners may see,
+    what stores may redeem offline). The policy is versioned like partner contracts:
     each version is immutable and takes effect at its effective time. Reading needs an operator
     token with the `admin`, `finance` or `support` role; adding a version needs `admin`.
     """
@@ -48,7 +49,8 @@ class NetworkPolicyServiceStub:
 @_typing.type_check_only
 class NetworkPolicyServiceAsyncStub(NetworkPolicyServiceStub):
     """NetworkPolicyService is the operator's API for the network policy: the programme rules that hold
-    for every partner (when points expire, support's goodwill adjustments, what partners may see). The policy is versioned like partner contracts:
+    for every partner (when points expire, support's goodwill adjustments, what partners may see,
+    what stores may redeem offline). The policy is versioned like partner contracts:
     each version is immutable and takes effect at its effective time. Reading needs an operator
     token with the `admin`, `finance` or `support` role; adding a version needs `admin`.
     """
@@ -63,7 +65,8 @@ class NetworkPolicyServiceAsyncStub(NetworkPolicyServiceStub):
 
 class NetworkPolicyServiceServicer(metaclass=_abc_1.ABCMeta):
     """NetworkPolicyService is the operator's API for the network policy: the programme rules that hold
-    for every partner (when points expire, support's goodwill adjustments, what partners may see). The policy is versioned like partner contracts:
+    for every partner (when points expire, support's goodwill adjustments, what partners may see,
+    what stores may redeem offline). The policy is versioned like partner contracts:
     each version is immutable and takes effect at its effective time. Reading needs an operator
     token with the `admin`, `finance` or `support` role; adding a version needs `admin`.
     """

@@ -275,10 +275,17 @@ class _Step:
             take = points_to_reverse(points, transaction.cleared_minor, transaction.reversed_minor, after)
             if earn_id is None or take <= 0:
                 continue
-            debt += self._post_reversal(transaction, earn_id, issuer, take, amount_minor, business_time)
+            shares_before = points_to_reverse(points, transaction.cleared_minor, 0, transaction.reversed_minor)
+            to_post = take - min(take, self._lost_unspent(earn_id, shares_before))
+            if to_post > 0:
+                debt += self._post_reversal(transaction, earn_id, issuer, to_post, amount_minor, business_time)
             reversed_points += take
         self.cards.update_transaction(transaction.id, reversed_minor=after)
         return reversed_points, debt
+
+    def _lost_unspent(self, earn_id: int, shares_before: int) -> int:
+        lot_id = self.ledger_records.lot_of_transaction(earn_id)
+        return 0 if lot_id is None else self.ledger_records.lost_unspent(earn_id, lot_id, shares_before)
 
     def _post_reversal(
         self, transaction: TransactionRow, earn_id: int, issuer: int | None, points: int, amount_minor: int,

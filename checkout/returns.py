@@ -46,18 +46,6 @@ def return_purchase(session: CheckoutSession, partner: PartnerRef, command: Retu
     )  # fmt: skip
 
 
-def _lost_unspent(session: CheckoutSession, purchase: PurchaseRow, earn_lot_id: int) -> int:
-    """Points of the own lot gone by expiry or deduction and not yet set against an earlier return."""
-    records = session.ledger_records
-    lost = records.lot_points_removed(earn_lot_id, kinds=("EXPIRED", "ADJUSTED"))
-    if lost == 0:
-        return 0  # the usual case: no need to look for earlier reversals
-    assert purchase.earn_transaction_id is not None
-    # Earlier returns' shares, less what their reversals actually took: what they set against it.
-    set_against = purchase.points_reversed - records.reversed_points(purchase.earn_transaction_id)
-    return max(lost - set_against, 0)
-
-
 def _returned_amount(purchase: PurchaseRow, command: ReturnCommand) -> int:
     remaining = purchase.total_minor - purchase.returned_minor
     if command.is_full_return:
@@ -121,10 +109,9 @@ def _reverse(
     if purchase.earn_transaction_id is not None:
         earn_lot_id = session.ledger_records.lot_of_transaction(purchase.earn_transaction_id)
     if earn_lot_id is not None:
-        # Points of the purchase's own lot that lapsed or that support deducted already left the member
-        # unspent: they count as taken back, or the member would lose them twice (and an issuer billed on
-        # redemption would be credited for points it never paid for).
-        points -= min(points, _lost_unspent(session, purchase, earn_lot_id))
+        assert purchase.earn_transaction_id is not None
+        lost = session.ledger_records.lost_unspent(purchase.earn_transaction_id, earn_lot_id, purchase.points_reversed)
+        points -= min(points, lost)  # already taken back (LedgerRepository.lost_unspent)
         if points == 0:
             return "", 0
     lots = session.ledger_records.lots_with_points(member.id)

@@ -202,6 +202,20 @@ class LedgerRepository:
         )
         return int(self.connection.execute(removed).scalar_one())
 
+    def lost_unspent(self, earn_transaction_id: int, lot_id: int, shares_reversed_before: int) -> int:
+        """Points of an earn's own lot that lapsed or that support deducted, not yet set against earlier
+        reversals of the earn (whose shares came to ``shares_reversed_before``).
+
+        A reversal counts them as taken back: they already left the member unspent, and taking them
+        again would cost the member twice (and credit an issuer billed on redemption for points it
+        never paid for).
+        """
+        lost = self.lot_points_removed(lot_id, kinds=("EXPIRED", "ADJUSTED"))
+        if lost == 0:
+            return 0  # the usual case: no need to look for earlier reversals
+        set_against = shares_reversed_before - self.reversed_points(earn_transaction_id)
+        return max(lost - set_against, 0)
+
     def reversed_points(self, earn_transaction_id: int) -> int:
         """Points the reversals of an earn took back so far."""
         taken = select(func.coalesce(func.sum(transactions.c.points), 0)).where(

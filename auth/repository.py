@@ -18,8 +18,17 @@ class DatabaseReplayGuard:
     def __init__(self, uow: UnitOfWork) -> None:
         self.uow = uow
 
-    def claim(self, issuer: str, jti: str, expires_at: datetime) -> bool:
-        """Records the token id; False if any replica recorded it before."""
+    def claim(self, issuer: str, jti: str, expires_at: datetime, *, partner_key_id: str | None = None) -> bool:
+        """Records the token id; False if any replica recorded it before.
+
+        Partner keys live in another package: confirming one unrevoked as the id is claimed is the work of
+        the composition root's guard (server.auth_stores.KeyCheckedReplayGuard). This one refuses to
+        claim for a partner key rather than skip that check.
+        """
+        if partner_key_id is not None:
+            raise TypeError(
+                "this replay guard cannot confirm partner keys; use server.auth_stores.KeyCheckedReplayGuard"
+            )
         values = {"issuer": issuer, "jti": jti, "expires_at": expires_at}
         return self.uow.run_statement(lambda connection: insert_ignoring_conflict(connection, used_token_ids, values))
 

@@ -151,12 +151,22 @@ class VerificationKey:
 
 
 class KeySource(Protocol):
-    def find_key(self, key_id: str) -> VerificationKey | None: ...
+    def find_key(self, key_id: str, *, fresh: bool = False) -> VerificationKey | None:
+        """The key registered as ``key_id``; unless ``fresh``, possibly from a cache.
+
+        A cached key may have been revoked since: the replay guard's claim, given the key id, is then
+        what refuses it (see ``ReplayGuard.claim``), and the verifier asks again with ``fresh`` to say why.
+        """
+        ...
 
 
 class ReplayGuard(Protocol):
-    def claim(self, issuer: str, jti: str, expires_at: datetime) -> bool:
-        """Records the token id; False when it was already used."""
+    def claim(self, issuer: str, jti: str, expires_at: datetime, *, partner_key_id: str | None = None) -> bool:
+        """Records the token id; False when it was already used.
+
+        With ``partner_key_id``, records it only while that partner key is registered and unrevoked, in
+        the same atomic step, and answers False otherwise too.
+        """
         ...
 
 
@@ -192,16 +202,23 @@ class TokenVerifier:
         """
         token = _bearer_token(authorization)
         key = self._find_key(_key_id(token))
-        claims = _decode(token, key)
-        self._check_claims(claims, key, method=method, body=body)
-        principal = _principal(claims, key)
-        self._claim_token_id(claims)
+        try:
+            claims = _decode(token, key)
+            self._check_claims(claims, key, method=method, body=body)
+            principal = _principal(claims, key)
+            self._claim_token_id(claims, key)
+        except Unauthenticated:
+            if key.kind is PrincipalKind.PARTNER:
+                # The key may have come from a cache and been revoked since (a refused claim is one sign of
+                # it): a revoked key is refused as KEY_REVOKED before anything else, as a fresh lookup says.
+                self._find_key(key.key_id, fresh=True)
+            raise
         return principal
 
-    def _find_key(self, key_id: str) -> VerificationKey:
+    def _find_key(self, key_id: str, *, fresh: bool = False) -> VerificationKey:
         key = self._operator_keys.get(key_id)
         if key is None:
-            key = self._partner_keys.find_key(key_id)
+            key = self._partner_keys.find_key(key_id, fresh=fresh)
             # A partner-registered key must never vouch for an operator.
             if key is not None and key.kind is not PrincipalKind.PARTNER:
                 key = None
@@ -239,12 +256,14 @@ class TokenVerifier:
         if expires_at - issued_at > self._max_lifetime_seconds:
             raise TokenLifetimeTooLong(f"tokens may live at most {self._max_lifetime_seconds} seconds")
 
-    def _claim_token_id(self, claims: Mapping[str, Any]) -> None:
+    def _claim_token_id(self, claims: Mapping[str, Any], key: VerificationKey) -> None:
         jti = _string_claim(claims, "jti")
         if len(jti) > MAX_JTI_LENGTH:
             raise MalformedToken(f"the token id is longer than {MAX_JTI_LENGTH} characters")
         expires_at = datetime.fromtimestamp(_time_claim(claims, "exp"), UTC)
-        if not self._replay_guard.claim(_string_claim(claims, "iss"), jti, expires_at):
+        # Operator keys come from configuration; a partner key is confirmed unrevoked as the id is claimed.
+        partner_key_id = key.key_id if key.kind is PrincipalKind.PARTNER else None
+        if not self._replay_guard.claim(_string_claim(claims, "iss"), jti, expires_at, partner_key_id=partner_key_id):
             raise TokenReplayed("the token has already been used")
 
 
@@ -266,6 +285,8 @@ def _key_id(token: str) -> str:
     key_id = header.get("kid")
     if not isinstance(key_id, str) or not key_id:
         raise MalformedToken("the token header names no key id")
+    if not key_id.isprintable():  # a NUL reaching PostgreSQL would be an internal error, not a refusal
+        raise MalformedToken("the token's key id holds control characters")
     return key_id
 
 

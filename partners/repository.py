@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, func, select
 
 from common.db import table_of
-from common.sql import inserted_id
+from common.sql import Prebuilt, inserted_id
 from partners.models import ContractVersion, Partner, PartnerKey
 from partners.rates import Billing, ContractTerms, ContractVersionView, Rounding
 
@@ -45,7 +46,9 @@ class PartnerKeyView:
     revoked_at: datetime | None
 
 
-_VERSION_IN_FORCE = (
+# The two lookups of the hot path (every earn prices with the version in force; every token check that
+# misses the key cache reads the key) are built once and run as Prebuilt: on PostgreSQL on the driver.
+_VERSION_IN_FORCE_SELECT = (
     select(contract_versions, partners.c.status.label("partner_status"))
     .join(partners, partners.c.id == contract_versions.c.partner_id)
     .where(
@@ -54,6 +57,8 @@ _VERSION_IN_FORCE = (
     .order_by(contract_versions.c.effective_from.desc(), contract_versions.c.version.desc())
     .limit(1)
 )
+_VERSION_IN_FORCE = Prebuilt(_VERSION_IN_FORCE_SELECT)
+_VERSION_IN_FORCE_NAMES = tuple(str(column.key) for column in _VERSION_IN_FORCE_SELECT.selected_columns)
 
 _KEY_COLUMNS = (
     partner_keys.c.id,
@@ -65,8 +70,7 @@ _KEY_COLUMNS = (
     partner_keys.c.created_at,
     partner_keys.c.revoked_at,
 )
-# Looked up on every authenticated call, so built once.
-_KEY = (
+_KEY = Prebuilt(
     select(*_KEY_COLUMNS)
     .join(partners, partners.c.id == partner_keys.c.partner_id)
     .where(partner_keys.c.key_id == bindparam("key"))
@@ -100,6 +104,7 @@ def _terms(row: Any) -> ContractTerms:
 
 
 def _version(row: Any) -> ContractVersionView:
+    """The version of a row read by name (a SQLAlchemy Row, or a namespace of a Prebuilt's values)."""
     return ContractVersionView(row.id, row.partner_id, row.version, row.effective_from, _terms(row))
 
 
@@ -130,7 +135,7 @@ class PartnerRepository:
         )
 
     def key(self, key_id: str) -> PartnerKeyView | None:
-        row = self.connection.execute(_KEY, {"key": key_id}).first()
+        row = _KEY.first(self.connection, {"key": key_id})
         return PartnerKeyView(*row) if row else None
 
     def keys_of(self, partner_id: int, after_id: int, limit: int) -> list[PartnerKeyView]:
@@ -166,8 +171,11 @@ class PartnerRepository:
 
     def version_in_force(self, partner_id: int, at: datetime) -> tuple[ContractVersionView, bool] | None:
         """The version that prices a transaction at ``at``, and whether the partner is active."""
-        row = self.connection.execute(_VERSION_IN_FORCE, {"partner": partner_id, "at": at}).first()
-        return (_version(row), row.partner_status == "ACTIVE") if row else None
+        values = _VERSION_IN_FORCE.first(self.connection, {"partner": partner_id, "at": at})
+        if values is None:
+            return None
+        row = SimpleNamespace(**dict(zip(_VERSION_IN_FORCE_NAMES, values, strict=True)))
+        return _version(row), row.partner_status == "ACTIVE"
 
     def versions_page(self, partner_id: int, after_version: int, limit: int) -> list[ContractVersionView]:
         rows = self.connection.execute(

@@ -44,7 +44,7 @@ from programme.expiry import ExpiryRun, expire_lapsed_points
 from programme.goodwill import GoodwillDesk
 from programme.visibility import MemberReadSettings
 from server import metrics, tls
-from server.auth_stores import PartnerKeySource, load_operator_keys
+from server.auth_stores import KeyCheckedReplayGuard, PartnerKeySource, load_operator_keys
 from server.config import Settings
 from server.interceptors import AuthInterceptor, ErrorInterceptor, MetricsInterceptor, PanGuardInterceptor
 from server.servicers.cards import CardServicer
@@ -96,7 +96,7 @@ class Application:
             statement_timeout_ms=settings.request_timeout_ms,
         )  # fmt: skip
         uow = UnitOfWork(engine, clock)
-        replay_guard = DatabaseReplayGuard(uow)
+        replay_guard = KeyCheckedReplayGuard(uow)  # partner keys are cached: it confirms them unrevoked
         verifier = TokenVerifier(
             audience=settings.network_audience, clock=clock, partner_keys=PartnerKeySource(uow),
             operator_keys=load_operator_keys(settings.operator_key_paths()), replay_guard=replay_guard,

@@ -43,17 +43,19 @@ class RecordingReplayGuard:
     def __init__(self) -> None:
         self.claims: list[tuple[str, str, datetime]] = []
 
-    def claim(self, issuer: str, jti: str, expires_at: datetime) -> bool:
+    def claim(self, issuer: str, jti: str, expires_at: datetime, *, partner_key_id: str | None = None) -> bool:
         is_new = all((issuer, jti) != (seen[0], seen[1]) for seen in self.claims)
         self.claims.append((issuer, jti, expires_at))
         return is_new
 
 
 class DictKeySource:
+    """Keys as they stand now: every lookup is fresh, so the guard has no revocation left to confirm."""
+
     def __init__(self, *keys: VerificationKey) -> None:
         self.keys = {key.key_id: key for key in keys}
 
-    def find_key(self, key_id: str) -> VerificationKey | None:
+    def find_key(self, key_id: str, *, fresh: bool = False) -> VerificationKey | None:
         return self.keys.get(key_id)
 
 
@@ -359,6 +361,17 @@ def test_missing_kid_is_malformed(
     partner_private: ec.EllipticCurvePrivateKey,
 ) -> None:
     token = encode(partner_claims(clock), partner_private, "ES256", kid=None)
+    assert_rejected(verifier, guard, f"Bearer {token}", "MALFORMED_TOKEN")
+
+
+def test_a_kid_with_control_characters_is_malformed(
+    verifier: TokenVerifier,
+    guard: RecordingReplayGuard,
+    clock: ManualClock,
+    partner_private: ec.EllipticCurvePrivateKey,
+) -> None:
+    """A NUL would reach PostgreSQL as an internal error: it is refused before any lookup."""
+    token = encode(partner_claims(clock), partner_private, "ES256", kid="partner-1\x00")
     assert_rejected(verifier, guard, f"Bearer {token}", "MALFORMED_TOKEN")
 
 

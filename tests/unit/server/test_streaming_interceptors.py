@@ -37,7 +37,8 @@ class MemoryReplayGuard:
     def __init__(self) -> None:
         self.seen: set[tuple[str, str]] = set()
 
-    def claim(self, issuer: str, jti: str, expires_at: datetime) -> bool:
+    def claim(self, issuer: str, jti: str, expires_at: datetime, *, partner_key_id: str | None = None) -> bool:
+        assert partner_key_id is None, "only operator keys sign here, and a partner key would need confirming"
         is_new = (issuer, jti) not in self.seen
         self.seen.add((issuer, jti))
         return is_new
@@ -83,7 +84,7 @@ def keys() -> tuple[Any, TokenVerifier]:
 
 
 class MemoryKeys:
-    def find_key(self, key_id: str) -> VerificationKey | None:
+    def find_key(self, key_id: str, *, fresh: bool = False) -> VerificationKey | None:
         return None
 
 

@@ -48,6 +48,11 @@ class Principal:
         if self.kind is not PrincipalKind.OPERATOR or role not in self.roles:
             raise MissingRole(f"this call needs the operator role {role}", role=role)
 
+    def require_any_role(self, *roles: str) -> None:
+        """Operator staff with at least one of ``roles``; the refusal names them all."""
+        if self.kind is not PrincipalKind.OPERATOR or not self.roles.intersection(roles):
+            raise MissingRole(f"this call needs one of the operator roles {', '.join(roles)}", role=roles[0])
+
     def require_partner(self) -> tuple[int, str]:
         """Returns (partner_id, partner_code) of a partner caller; operators are refused."""
         if self.partner_id is None or self.partner_code is None:

@@ -23,8 +23,7 @@ def _viewer() -> Viewer:
     if principal.kind is PrincipalKind.PARTNER:
         partner_id, partner_code = principal.require_partner()
         return Viewer(partner_id, partner_code)
-    if not any(role in principal.roles for role in STAFF_ROLES):
-        principal.require_role("finance")  # raises MISSING_ROLE naming a role that suffices
+    principal.require_any_role(*STAFF_ROLES)
     return OPERATOR_STAFF
 
 

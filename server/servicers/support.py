@@ -19,8 +19,7 @@ READER_ROLES = ("support", "admin", "finance")
 
 def _staff(roles: tuple[str, ...]) -> Principal:
     principal = current_principal()
-    if not any(role in principal.roles for role in roles):
-        principal.require_role(roles[0])  # raises MISSING_ROLE naming the role that suffices
+    principal.require_any_role(*roles)
     return principal
 
 

@@ -209,6 +209,9 @@ def test_operator_token_verifies_with_roles(
     principal.require_role("finance")
     with pytest.raises(MissingRole):
         principal.require_role("admin")
+    principal.require_any_role("admin", "support")
+    with pytest.raises(MissingRole, match="admin, legal"):
+        principal.require_any_role("admin", "legal")
     with pytest.raises(PartnerTokenRequired):
         principal.require_partner()
 
@@ -232,6 +235,8 @@ def test_ed25519_partner_key_verifies(
     assert principal.require_partner() == (7, PARTNER_CODE)
     with pytest.raises(MissingRole):
         principal.require_role("admin")
+    with pytest.raises(MissingRole):  # a partner carries no roles at all
+        principal.require_any_role("admin", "finance", "support")
 
 
 def test_sdk_signed_tokens_verify(

@@ -14,7 +14,7 @@ from cards.services import CardService
 from checkout.session import PartnerRef
 from server import cards_convert, convert
 from server.interceptors import RefusedMessage, current_principal
-from server.servicers.partner_admin import _admin
+from server.servicers.partner_admin import admin_request_key
 
 
 def _issuer() -> PartnerRef:
@@ -50,7 +50,8 @@ class CardServicer(card_service_pb2_grpc.CardServiceServicer):
         self, request: pb.CreateCardMerchantRequest, context: grpc.ServicerContext
     ) -> pb.CreateCardMerchantResponse:
         mapping = request.card_merchant
-        outcome = self.service.add_merchant(_admin(request.request_id), mapping.merchant_id, mapping.partner_id)
+        request_key = admin_request_key(request.request_id)
+        outcome = self.service.add_merchant(request_key, mapping.merchant_id, mapping.partner_id)
         return pb.CreateCardMerchantResponse(
             card_merchant=cards_convert.merchant(outcome.result), idempotent_replay=outcome.is_replay
         )
@@ -58,7 +59,7 @@ class CardServicer(card_service_pb2_grpc.CardServiceServicer):
     def ListCardMerchants(
         self, request: pb.ListCardMerchantsRequest, context: grpc.ServicerContext
     ) -> pb.ListCardMerchantsResponse:
-        _admin()
+        admin_request_key()
         page = self.service.list_merchants(request.page_size, request.page_token)
         return pb.ListCardMerchantsResponse(
             card_merchants=[cards_convert.merchant(view) for view in page.items], next_page_token=page.next_page_token
@@ -67,6 +68,6 @@ class CardServicer(card_service_pb2_grpc.CardServiceServicer):
     def DeleteCardMerchant(
         self, request: pb.DeleteCardMerchantRequest, context: grpc.ServicerContext
     ) -> pb.DeleteCardMerchantResponse:
-        _admin()
+        admin_request_key()
         self.service.remove_merchant(request.merchant_id)
         return pb.DeleteCardMerchantResponse()

@@ -18,7 +18,8 @@ from server.interceptors import current_principal
 ADMIN_ROLE = "admin"
 
 
-def _admin(request_id: str = "") -> RequestKey:
+def admin_request_key(request_id: str = "") -> RequestKey:
+    """Requires the caller to be operator staff with the admin role; their scope for ``request_id``."""
     principal = current_principal()
     principal.require_role(ADMIN_ROLE)
     return RequestKey(principal.idempotency_scope, request_id)
@@ -32,17 +33,17 @@ class PartnerAdminServicer(partner_admin_service_pb2_grpc.PartnerAdminServiceSer
         self, request: pb.CreatePartnerRequest, context: grpc.ServicerContext
     ) -> pb.CreatePartnerResponse:
         outcome = services.create_partner(
-            self.uow, _admin(request.request_id), partner_code=request.partner_id,
+            self.uow, admin_request_key(request.request_id), partner_code=request.partner_id,
             display_name=request.display_name, kind=convert.partner_kind(request.kind),
         )  # fmt: skip
         return pb.CreatePartnerResponse(partner=convert.partner(outcome.result), idempotent_replay=outcome.is_replay)
 
     def GetPartner(self, request: pb.GetPartnerRequest, context: grpc.ServicerContext) -> pb.GetPartnerResponse:
-        _admin()
+        admin_request_key()
         return pb.GetPartnerResponse(partner=convert.partner(services.get_partner(self.uow, request.partner_id)))
 
     def ListPartners(self, request: pb.ListPartnersRequest, context: grpc.ServicerContext) -> pb.ListPartnersResponse:
-        _admin()
+        admin_request_key()
         page = services.list_partners(self.uow, page_size=request.page_size, page_token=request.page_token)
         return pb.ListPartnersResponse(
             partners=[convert.partner(item) for item in page.items], next_page_token=page.next_page_token
@@ -52,7 +53,7 @@ class PartnerAdminServicer(partner_admin_service_pb2_grpc.PartnerAdminServiceSer
         self, request: pb.SuspendPartnerRequest, context: grpc.ServicerContext
     ) -> pb.SuspendPartnerResponse:
         outcome = services.set_partner_suspended(
-            self.uow, _admin(request.request_id), request.partner_id, is_suspended=True
+            self.uow, admin_request_key(request.request_id), request.partner_id, is_suspended=True
         )
         return pb.SuspendPartnerResponse(partner=convert.partner(outcome.result), idempotent_replay=outcome.is_replay)
 
@@ -60,7 +61,7 @@ class PartnerAdminServicer(partner_admin_service_pb2_grpc.PartnerAdminServiceSer
         self, request: pb.ReactivatePartnerRequest, context: grpc.ServicerContext
     ) -> pb.ReactivatePartnerResponse:
         outcome = services.set_partner_suspended(
-            self.uow, _admin(request.request_id), request.partner_id, is_suspended=False
+            self.uow, admin_request_key(request.request_id), request.partner_id, is_suspended=False
         )
         return pb.ReactivatePartnerResponse(
             partner=convert.partner(outcome.result), idempotent_replay=outcome.is_replay
@@ -70,7 +71,7 @@ class PartnerAdminServicer(partner_admin_service_pb2_grpc.PartnerAdminServiceSer
         self, request: pb.RegisterPartnerKeyRequest, context: grpc.ServicerContext
     ) -> pb.RegisterPartnerKeyResponse:
         outcome = services.register_partner_key(
-            self.uow, _admin(request.request_id), partner_code=request.partner_id, key_id=request.key_id,
+            self.uow, admin_request_key(request.request_id), partner_code=request.partner_id, key_id=request.key_id,
             public_key_pem=request.public_key_pem,
         )  # fmt: skip
         return pb.RegisterPartnerKeyResponse(
@@ -81,14 +82,14 @@ class PartnerAdminServicer(partner_admin_service_pb2_grpc.PartnerAdminServiceSer
         self, request: pb.RevokePartnerKeyRequest, context: grpc.ServicerContext
     ) -> pb.RevokePartnerKeyResponse:
         outcome = services.revoke_partner_key(
-            self.uow, _admin(request.request_id), partner_code=request.partner_id, key_id=request.key_id
+            self.uow, admin_request_key(request.request_id), partner_code=request.partner_id, key_id=request.key_id
         )
         return pb.RevokePartnerKeyResponse(key=convert.partner_key(outcome.result), idempotent_replay=outcome.is_replay)
 
     def ListPartnerKeys(
         self, request: pb.ListPartnerKeysRequest, context: grpc.ServicerContext
     ) -> pb.ListPartnerKeysResponse:
-        _admin()
+        admin_request_key()
         page = services.list_partner_keys(
             self.uow, request.partner_id, page_size=request.page_size, page_token=request.page_token
         )
@@ -99,7 +100,7 @@ class PartnerAdminServicer(partner_admin_service_pb2_grpc.PartnerAdminServiceSer
     def CreateContractVersion(
         self, request: pb.CreateContractVersionRequest, context: grpc.ServicerContext
     ) -> pb.CreateContractVersionResponse:
-        key = _admin(request.request_id)
+        key = admin_request_key(request.request_id)
         outcome = services.create_contract_version(
             self.uow, key, partner_code=request.partner_id, terms=convert.contract_terms(request.terms),
             effective_from=datetime_of(request.effective_time) if request.HasField("effective_time") else None,
@@ -113,7 +114,7 @@ class PartnerAdminServicer(partner_admin_service_pb2_grpc.PartnerAdminServiceSer
     def ListContractVersions(
         self, request: pb.ListContractVersionsRequest, context: grpc.ServicerContext
     ) -> pb.ListContractVersionsResponse:
-        _admin()
+        admin_request_key()
         page: Page[ContractVersionView] = services.list_contract_versions(
             self.uow, request.partner_id, page_size=request.page_size, page_token=request.page_token
         )

@@ -22,6 +22,7 @@ from partners.repository import PartnerRepository
 from partners.services import partner_terms_in_force
 from programme.policy import ExpiryPolicy, add_months
 from programme.services import policy_in_force
+from programme.statement import member_balance
 
 
 @dataclass(frozen=True)
@@ -137,23 +138,12 @@ class CheckoutSession:
         return max(spendable - self.records.held_points(member_id, self.now), 0)
 
     def balance(self, member: MemberRow) -> BalanceView:
-        until = self.expiring_soon_until()
-        summary = self.ledger_records.lot_summary(member.id, self.now, until)
-        held = self.records.held_points(member.id, self.now)
-        accounts = self.ledger_records.member_accounts(member.id)
-        return BalanceView(
-            member_number=member.member_number,
-            available_points=max(summary.spendable - held, 0),
-            pending_points=summary.pending + self._pending_elsewhere(member.id),
-            held_points=held,
-            debt_points=accounts.debt_points,
-            expiring_soon_points=summary.expiring_soon,
-            expiring_soon_until=until,
-        )
-
-    def _pending_elsewhere(self, member_id: int) -> int:
-        connection = self.ledger_records.connection
-        return sum(source(connection, member_id, self.now) for source in self.settings.pending_sources)
+        figures = member_balance(
+            self.ledger_records.connection, member.id, self.now, self.expiring_soon_until(),
+            held_points=lambda _connection, member_id, now: self.records.held_points(member_id, now),
+            pending_sources=self.settings.pending_sources,
+        )  # fmt: skip
+        return BalanceView(member_number=member.member_number, **vars(figures))
 
     def count_issuance(self, partner_id: int, terms: ContractTerms, points: int) -> None:
         """Enforces the contract's per-transaction limit and daily issuance cap on an earn."""

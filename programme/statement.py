@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
@@ -12,10 +12,11 @@ from common.uow import UnitOfWork
 from ledger.lots import LotBalance
 from ledger.repository import LedgerRepository
 from members.identifiers import MemberIdentifier
+from programme.expiry import HeldPoints
 from programme.member_reads import LifetimeRow, MemberReadRepository
 from programme.policy import ExpiryPolicy, add_months
 from programme.services import policy_in_force
-from programme.visibility import MemberReadSettings, StatementScope, Viewer, visible_member
+from programme.visibility import MemberReadSettings, PendingPoints, StatementScope, Viewer, visible_member
 
 # How many expiry days a statement lists: the next few are what a member acts on.
 NEXT_EXPIRY_DAYS = 5
@@ -62,7 +63,14 @@ def get_member_statement(
         return MemberStatement(
             member_number=member.row.member_number,
             scope=member.scope,
-            balance=_balance(connection, settings, member.row.id, now, now + timedelta(days=expiry.expiring_soon_days)),
+            balance=member_balance(
+                connection,
+                member.row.id,
+                now,
+                now + timedelta(days=expiry.expiring_soon_days),
+                held_points=settings.held_points,
+                pending_sources=settings.pending_sources,
+            ),
             next_expiries=next_expiries(ledger.lots_with_points(member.row.id), now),
             inactivity_expires_at=inactivity_expiry(reads.last_activity(member.row.id), expiry),
             lifetime=reads.lifetime_by_partner(member.row.id, member.only_partner_id),
@@ -72,14 +80,22 @@ def get_member_statement(
     return uow.run(work)
 
 
-def _balance(
-    connection: Connection, settings: MemberReadSettings, member_id: int, now: datetime, soon: datetime
+def member_balance(
+    connection: Connection,
+    member_id: int,
+    now: datetime,
+    soon: datetime,
+    *,
+    held_points: HeldPoints,
+    pending_sources: Sequence[PendingPoints] = (),
 ) -> BalanceBreakdown:
-    """The figures checkout's GetBalance gives, with the policy's expiring-soon window."""
+    """A member's balance at ``now``, points lapsing by ``soon`` counted as expiring soon: the one rule
+    behind checkout's GetBalance and the member statement. Holds and points pending outside the ledger
+    (card authorisations) come from the callers, which know them."""
     ledger = LedgerRepository(connection)
     summary = ledger.lot_summary(member_id, now, soon)
-    held = settings.held_points(connection, member_id, now)
-    pending_elsewhere = sum(source(connection, member_id, now) for source in settings.pending_sources)
+    held = held_points(connection, member_id, now)
+    pending_elsewhere = sum(source(connection, member_id, now) for source in pending_sources)
     return BalanceBreakdown(
         available_points=max(summary.spendable - held, 0),
         pending_points=summary.pending + pending_elsewhere,

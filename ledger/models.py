@@ -68,7 +68,8 @@ class JournalTransaction(Base):
 
     __table_args__ = (
         CheckConstraint(
-            "kind IN ('EARN', 'REDEEM', 'EARN_REVERSAL', 'REDEMPTION_REFUND', 'EXPIRY', 'ADJUSTMENT')",
+            "kind IN ('EARN', 'REDEEM', 'EARN_REVERSAL', 'REDEMPTION_REFUND', 'EXPIRY', 'ADJUSTMENT', 'BONUS', "
+            "'TRANSFER')",
             name="kind",
         ),
         CheckConstraint("points > 0", name="points_positive"),
@@ -143,7 +144,8 @@ class LotMovement(Base):
 
     __table_args__ = (
         CheckConstraint(
-            "kind IN ('CONSUMED', 'RESTORED', 'REVERSED', 'DEBT_REPAYMENT', 'EXPIRED', 'ADJUSTED')", name="kind"
+            "kind IN ('CONSUMED', 'RESTORED', 'REVERSED', 'DEBT_REPAYMENT', 'EXPIRED', 'ADJUSTED', 'TRANSFERRED')",
+            name="kind",
         ),
         CheckConstraint("points_delta <> 0", name="points_delta_not_zero"),
     )

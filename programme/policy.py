@@ -122,19 +122,160 @@ class OfflinePolicy:
                 raise InvalidPolicy(f"offline.{name} must be 0-{MAX_OFFLINE_ALLOWANCE_POINTS}", field=f"offline.{name}")
 
 
+MAX_BONUS_PERCENT = 900  # a x10 multiplier: beyond it a typo, not a programme
+MAX_BONUS_POINTS = 1_000_000
+_TIER_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9 _-]{0,39}$")
+
+
+@dataclass(frozen=True)
+class Tier:
+    """A status level: reached with ``qualifying_points`` in the window, it adds ``bonus_percent`` of
+    every purchase's earn as an operator-funded bonus lot (50: Silver's +50%, 100: Gold's x2)."""
+
+    name: str
+    qualifying_points: int
+    bonus_percent: int
+
+
+@dataclass(frozen=True)
+class TierPolicy:
+    """Tiers by qualifying points (points earned on purchases, net of returns, across all partners)
+    in a rolling window of ``window_months``, never by balance.
+
+    Promotion happens on the earn that qualifies. A tier lapses ``grace_days`` after the day the
+    member's qualifying points would fall below it as old earns leave the window; the tier review
+    (programme/tiers.py) then moves them to the tier their points still reach. No tiers: no tier
+    programme. The first tier is the base every member starts in: 0 points, usually 0 percent.
+    """
+
+    tiers: tuple[Tier, ...] = ()
+    window_months: int = 12
+    grace_days: int = 30
+
+    def validate(self) -> None:
+        if not 1 <= self.window_months <= MAX_MONTHS:
+            raise InvalidPolicy(f"tiers.window_months must be 1-{MAX_MONTHS}", field="tiers.window_months")
+        if not 0 <= self.grace_days <= 366:
+            raise InvalidPolicy("tiers.grace_days must be 0-366", field="tiers.grace_days")
+        if not self.tiers:
+            return
+        if self.tiers[0].qualifying_points != 0:
+            raise InvalidPolicy("the first tier is the base tier: 0 qualifying points", field="tiers.tiers")
+        names = [tier.name.lower() for tier in self.tiers]
+        if len(set(names)) != len(names) or any(not _TIER_NAME.match(tier.name) for tier in self.tiers):
+            raise InvalidPolicy("tier names must be distinct, 1-40 letters, digits, spaces", field="tiers.tiers")
+        for lower, higher in zip(self.tiers, self.tiers[1:], strict=False):
+            if higher.qualifying_points <= lower.qualifying_points:
+                raise InvalidPolicy("tiers go up in qualifying points", field="tiers.tiers")
+            if higher.bonus_percent < lower.bonus_percent:
+                raise InvalidPolicy("a higher tier never gives a smaller bonus", field="tiers.tiers")
+        if any(not 0 <= tier.bonus_percent <= MAX_BONUS_PERCENT for tier in self.tiers):
+            raise InvalidPolicy(f"tier bonus_percent must be 0-{MAX_BONUS_PERCENT}", field="tiers.tiers")
+
+    def tier_for(self, qualifying_points: int) -> Tier | None:
+        """The highest tier the points reach (None without a tier programme)."""
+        reached = [tier for tier in self.tiers if tier.qualifying_points <= qualifying_points]
+        return reached[-1] if reached else None
+
+    def rank(self, name: str) -> int:
+        """A tier's place, 0 for the base; a tier no longer in the policy ranks as the base."""
+        return next((index for index, tier in enumerate(self.tiers) if tier.name == name), 0)
+
+
+@dataclass(frozen=True)
+class BonusPolicy:
+    """Operator-funded bonuses: ``sign_up_points`` once to every new member, spendable at once."""
+
+    sign_up_points: int = 0
+
+    def validate(self) -> None:
+        if not 0 <= self.sign_up_points <= MAX_BONUS_POINTS:
+            raise InvalidPolicy(f"bonuses.sign_up_points must be 0-{MAX_BONUS_POINTS}", field="bonuses.sign_up_points")
+
+
+@dataclass(frozen=True)
+class ReferralPolicy:
+    """Member referrals: when a member who enrolled with another's referral code makes a first
+    qualifying purchase (one that earns points) at any partner, the referrer gets ``referrer_points``
+    and the new member ``referred_points``, both operator-funded and spendable when that purchase's
+    points are. A referrer is rewarded at most ``rewards_per_referrer_per_month`` times per calendar
+    month (UTC); later ones are refused, not deferred. Both 0: referrals off."""
+
+    referrer_points: int = 0
+    referred_points: int = 0
+    rewards_per_referrer_per_month: int = 5
+
+    def validate(self) -> None:
+        for name in ("referrer_points", "referred_points"):
+            if not 0 <= getattr(self, name) <= MAX_BONUS_POINTS:
+                raise InvalidPolicy(f"referrals.{name} must be 0-{MAX_BONUS_POINTS}", field=f"referrals.{name}")
+        if not 0 <= self.rewards_per_referrer_per_month <= 1_000:
+            raise InvalidPolicy(
+                "referrals.rewards_per_referrer_per_month must be 0-1000",
+                field="referrals.rewards_per_referrer_per_month",
+            )
+
+    @property
+    def enabled(self) -> bool:
+        return self.referrer_points > 0 or self.referred_points > 0
+
+
+@dataclass(frozen=True)
+class TransferPolicy:
+    """Point transfers between members of one household, and the limits against abuse.
+
+    - ``daily_points_per_sender``: most points one member may send per UTC day (0: transfers off).
+    - ``min_account_age_days``: sender and recipient must have been members this long (fresh
+      accounts are how points farmed by sign-up bonuses get pooled).
+    - ``min_membership_days``: and in the household this long (no hopping between households).
+    - ``max_senders_per_recipient``: distinct members who may send to one member within 30 days
+      (many-to-one pooling).
+    - ``max_household_members``: the size of a household.
+    """
+
+    daily_points_per_sender: int = 5_000
+    min_account_age_days: int = 30
+    min_membership_days: int = 7
+    max_senders_per_recipient: int = 2
+    max_household_members: int = 6
+
+    def validate(self) -> None:
+        bounds = {"daily_points_per_sender": MAX_BONUS_POINTS, "min_account_age_days": 3_660,
+                  "min_membership_days": 3_660, "max_senders_per_recipient": 100}  # fmt: skip
+        for name, upper in bounds.items():
+            if not 0 <= getattr(self, name) <= upper:
+                raise InvalidPolicy(f"transfers.{name} must be 0-{upper}", field=f"transfers.{name}")
+        if not 2 <= self.max_household_members <= 20:
+            raise InvalidPolicy("transfers.max_household_members must be 2-20", field="transfers.max_household_members")
+
+
 @dataclass(frozen=True)
 class NetworkPolicy:
     expiry: ExpiryPolicy = field(default_factory=ExpiryPolicy)
     goodwill: GoodwillPolicy = field(default_factory=GoodwillPolicy)
     privacy: PrivacyPolicy = field(default_factory=PrivacyPolicy)
-    # Versions stored before offline stores existed read back with these defaults.
+    # Versions stored before a section existed read back with its defaults.
     offline: OfflinePolicy = field(default_factory=OfflinePolicy)
+    tiers: TierPolicy = field(default_factory=TierPolicy)
+    bonuses: BonusPolicy = field(default_factory=BonusPolicy)
+    referrals: ReferralPolicy = field(default_factory=ReferralPolicy)
+    transfers: TransferPolicy = field(default_factory=TransferPolicy)
 
     def validate(self) -> None:
         self.expiry.validate()
         self.goodwill.validate()
         self.privacy.validate()
         self.offline.validate()
+        self.tiers.validate()
+        self.bonuses.validate()
+        self.referrals.validate()
+        self.transfers.validate()
+
+    @property
+    def operator_currency(self) -> str:
+        """The currency of operator-funded lots (goodwill, tier, sign-up and referral bonuses): they
+        cost no partner anything; settlement reports them in it."""
+        return self.goodwill.currency
 
 
 DEFAULT_POLICY = NetworkPolicy()

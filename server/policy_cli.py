@@ -19,7 +19,7 @@ WRITE_ROLES = ("admin",)
 
 def add_policy_commands(commands: Any) -> None:
     policy = commands.add_parser(
-        "policy", help="read and version the network policy (expiry, goodwill, privacy, offline)",
+        "policy", help="read and version the network policy (expiry, tiers, bonuses, referrals...)",
         description="The network policy holds the programme rules for every partner. Versions are immutable "
         "and effective-dated, like partner contracts: `set` adds a version that changes the given rules.",
     )  # fmt: skip
@@ -66,6 +66,22 @@ def add_policy_commands(commands: Any) -> None:
         "--offline-store-daily-points", type=int, metavar="POINTS",
         help="points one store may let members redeem offline per day (0: none)",
     )  # fmt: skip
+    change.add_argument(
+        "--tiers", metavar="NAME:POINTS:PERCENT,...", type=_tiers,
+        help='the tier programme from the base up, e.g. "Base:0:0,Silver:5000:50,Gold:15000:100" '
+        '(qualifying points, bonus percent); "" turns tiers off',
+    )  # fmt: skip
+    change.add_argument("--tier-window-months", type=int, help="rolling window of qualifying points, in months")
+    change.add_argument("--tier-grace-days", type=int, help="days a tier is kept once its points are no longer met")
+    change.add_argument("--sign-up-points", type=int, help="operator-funded points for every new member (0: none)")
+    change.add_argument("--referrer-points", type=int, help="points for a member whose referral code is used")
+    change.add_argument("--referred-points", type=int, help="points for the new member who used a referral code")
+    change.add_argument("--referrals-per-month", type=int, help="most rewarded referrals per referrer per month")
+    change.add_argument("--transfer-daily-points", type=int, help="points a member may send per day (0: off)")
+    change.add_argument("--transfer-min-account-age-days", type=int, help="days both members must have been members")
+    change.add_argument("--transfer-min-membership-days", type=int, help="days both must have been in the household")
+    change.add_argument("--transfer-max-senders", type=int, help="distinct senders to one member within 30 days")
+    change.add_argument("--household-max-members", type=int, help="most members of one household")
     change.add_argument("--effective-time", default="", help="RFC 3339, e.g. 2027-01-01T00:00:00Z (default: now)")
     change.set_defaults(run=_set)
 
@@ -126,3 +142,34 @@ def _apply_flags(policy: pb.NetworkPolicy, arguments: argparse.Namespace) -> Non
         policy.offline.member_daily_points = arguments.offline_member_daily_points
     if arguments.offline_store_daily_points is not None:
         policy.offline.store_daily_points = arguments.offline_store_daily_points
+    if arguments.tiers is not None:
+        policy.tiers.ClearField("tiers")
+        policy.tiers.tiers.extend(arguments.tiers)
+    settings = (
+        (policy.tiers, "window_months", arguments.tier_window_months),
+        (policy.tiers, "grace_days", arguments.tier_grace_days),
+        (policy.bonuses, "sign_up_points", arguments.sign_up_points),
+        (policy.referrals, "referrer_points", arguments.referrer_points),
+        (policy.referrals, "referred_points", arguments.referred_points),
+        (policy.referrals, "rewards_per_referrer_per_month", arguments.referrals_per_month),
+        (policy.transfers, "daily_points_per_sender", arguments.transfer_daily_points),
+        (policy.transfers, "min_account_age_days", arguments.transfer_min_account_age_days),
+        (policy.transfers, "min_membership_days", arguments.transfer_min_membership_days),
+        (policy.transfers, "max_senders_per_recipient", arguments.transfer_max_senders),
+        (policy.transfers, "max_household_members", arguments.household_max_members),
+    )
+    for section, name, value in settings:
+        if value is not None:
+            setattr(section, name, value)
+
+
+def _tiers(text: str) -> list[pb.Tier]:
+    """ "Base:0:0,Silver:5000:50" as Tier messages; the server validates the programme itself."""
+    tiers = []
+    for part in filter(None, (piece.strip() for piece in text.split(","))):
+        try:
+            name, points, percent = (field.strip() for field in part.split(":"))
+            tiers.append(pb.Tier(name=name, qualifying_points=int(points), bonus_percent=int(percent)))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{part!r} is not NAME:POINTS:PERCENT") from None
+    return tiers

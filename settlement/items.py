@@ -11,6 +11,10 @@
   spent, so they are not billed; points a return takes from other lots, or that repay a member's debt,
   were used up and are billed to that lot's issuer like any spending. In exchange, an ON_REDEMPTION
   issuer whose returned points had already been spent is credited for them (CONSUMPTION_REVERSAL).
+- BONUS transactions a partner funds (activity points, its promotions) are issuance like an earn;
+  bonuses the operator funds (tiers, sign-up, referrals) sit on the operator's account, which has no
+  statement, and are reimbursed to redeeming partners like goodwill grants.
+- Points a household member transfers (TRANSFER, TRANSFERRED movements) change owner, not issuer.
 - Expired points (EXPIRY transactions, programme/expiry.py) are BREAKAGE at 0 on their issuer's
   statement, whatever the billing: an ON_ISSUANCE issuer paid for them when they were issued and the
   operator keeps the breakage; an ON_REDEMPTION issuer never pays for them.
@@ -73,7 +77,7 @@ def items_of_entry(entry: EntryItem, period: Period) -> list[Item]:
             account_kind=kind[0], transaction_kind=kind[1],
         )  # fmt: skip
     on_issuance = entry.billing == "ON_ISSUANCE"
-    if kind == ("PARTNER_ISSUED", "EARN"):
+    if kind in (("PARTNER_ISSUED", "EARN"), ("PARTNER_ISSUED", "BONUS")):  # a bonus a partner funds, as an earn
         return [item(LineType.ISSUANCE, entry.issuance_price if on_issuance else ZERO, entry.points)]
     if kind == ("PARTNER_ISSUED", "EARN_REVERSAL"):
         if on_issuance:
@@ -118,6 +122,10 @@ def items_of_movement(movement: MovementItem, period: Period) -> list[Item]:
         return item(LineType.BREAKAGE, ZERO)
     if movement.kind == "ADJUSTED":  # a support deduction (programme/goodwill.py): never spent, never billed
         return item(LineType.ADJUSTMENT, ZERO)
+    if movement.kind == "TRANSFERRED":
+        # Points moved to a household member's new lot of the same issuer and price: not spent, so not
+        # billed; the issuer is billed when the recipient spends them (that lot's CONSUMED movement).
+        return []
     raise UnclassifiedLedgerFact(f"no settlement rule for a {movement.kind} lot movement", movement_kind=movement.kind)
 
 

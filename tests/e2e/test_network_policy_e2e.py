@@ -92,7 +92,14 @@ def expiry(lifetime_months: int = 24, inactivity_months: int | None = None, soon
         ),
         privacy=pb.PrivacyPolicy(statement_consent_shows_all_partners=True),
         offline=pb.OfflinePolicy(member_daily_points=2_000, store_daily_points=50_000),
-    )
+        tiers=pb.TierPolicy(window_months=12, grace_days=30),
+        bonuses=pb.BonusPolicy(),
+        referrals=pb.ReferralPolicy(rewards_per_referrer_per_month=5),
+        transfers=pb.TransferPolicy(
+            daily_points_per_sender=5_000, min_account_age_days=30, min_membership_days=7,
+            max_senders_per_recipient=2, max_household_members=6,
+        ),
+    )  # fmt: skip
     if inactivity_months is not None:
         policy.expiry.inactivity_months = inactivity_months
     return policy
@@ -205,7 +212,9 @@ def test_the_cli_shows_sets_and_lists_versions(network: Network) -> None:
     changed = network.cli(
         "set", "--lifetime-months", "36", "--no-inactivity-expiry", "--goodwill-approval-threshold", "500",
         "--goodwill-reason-codes", "SERVICE_RECOVERY, BIRTHDAY", "--consent-shows-own-share",
-        "--offline-member-daily-points", "1500",
+        "--offline-member-daily-points", "1500", "--tiers", "Base:0:0, Silver:5000:50, Gold:15000:100",
+        "--tier-grace-days", "14", "--sign-up-points", "100", "--referrer-points", "500", "--referred-points", "250",
+        "--transfer-daily-points", "2000", "--household-max-members", "4",
     )  # fmt: skip
     assert changed.returncode == 0, changed.stdout + changed.stderr
     created = json.loads(changed.stdout)["policy_version"]
@@ -219,7 +228,21 @@ def test_the_cli_shows_sets_and_lists_versions(network: Network) -> None:
         },
         "privacy": {"statement_consent_shows_all_partners": False},
         "offline": {"member_daily_points": "1500", "store_daily_points": "50000"},
-    }
+        "tiers": {
+            "tiers": [
+                {"name": "Base", "qualifying_points": "0", "bonus_percent": 0},
+                {"name": "Silver", "qualifying_points": "5000", "bonus_percent": 50},
+                {"name": "Gold", "qualifying_points": "15000", "bonus_percent": 100},
+            ],
+            "window_months": 12, "grace_days": 14,
+        },
+        "bonuses": {"sign_up_points": "100"},
+        "referrals": {"referrer_points": "500", "referred_points": "250", "rewards_per_referrer_per_month": 5},
+        "transfers": {
+            "daily_points_per_sender": "2000", "min_account_age_days": 30, "min_membership_days": 7,
+            "max_senders_per_recipient": 2, "max_household_members": 4,
+        },
+    }  # fmt: skip
     assert created["creator"] == "ops-cli"
 
     policy_file = network.directory / "policy.json"
@@ -228,6 +251,10 @@ def test_the_cli_shows_sets_and_lists_versions(network: Network) -> None:
         "goodwill": {"reasonCodes": ["CORRECTION"], "currencyCode": "GBP"},
         "privacy": {},
         "offline": {"memberDailyPoints": 2000, "storeDailyPoints": 50000},
+        "tiers": {"windowMonths": 12},
+        "bonuses": {},
+        "referrals": {},
+        "transfers": {"dailyPointsPerSender": 1000, "maxHouseholdMembers": 2},
     }
     policy_file.write_text(json.dumps(written))
     from_file = network.cli("set", "--file", str(policy_file), "--inactivity-months", "6")
@@ -237,6 +264,8 @@ def test_the_cli_shows_sets_and_lists_versions(network: Network) -> None:
 
     refused = network.cli("set", "--lifetime-months", "0")
     assert refused.returncode == 1 and "INVALID_ARGUMENT INVALID_POLICY" in refused.stdout
+    no_base = network.cli("set", "--tiers", "Silver:5000:50")
+    assert no_base.returncode == 1 and "INVALID_POLICY" in no_base.stdout and "base tier" in no_base.stdout
 
     versions = json.loads(network.cli("versions", "--page-size", "1000").stdout)["policy_versions"]
     assert int(versions[-1]["version"]) == int(created["version"]) + 1

@@ -26,7 +26,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'loyalty/v1/network_policy_service.proto\x12\nloyalty.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"y\n\x0c\x45xpiryPolicy\x12\x17\n\x0flifetime_months\x18\x01 \x01(\x05\x12\x1e\n\x11inactivity_months\x18\x02 \x01(\x05H\x00\x88\x01\x01\x12\x1a\n\x12\x65xpiring_soon_days\x18\x03 \x01(\x05\x42\x14\n\x12_inactivity_months\"`\n\x0eGoodwillPolicy\x12!\n\x19\x61pproval_threshold_points\x18\x01 \x01(\x03\x12\x14\n\x0creason_codes\x18\x02 \x03(\t\x12\x15\n\rcurrency_code\x18\x03 \x01(\t\"=\n\rPrivacyPolicy\x12,\n$statement_consent_shows_all_partners\x18\x01 \x01(\x08\"H\n\rOfflinePolicy\x12\x1b\n\x13member_daily_points\x18\x01 \x01(\x03\x12\x1a\n\x12store_daily_points\x18\x02 \x01(\x03\"\xbf\x01\n\rNetworkPolicy\x12(\n\x06\x65xpiry\x18\x01 \x01(\x0b\x32\x18.loyalty.v1.ExpiryPolicy\x12,\n\x08goodwill\x18\x02 \x01(\x0b\x32\x1a.loyalty.v1.GoodwillPolicy\x12*\n\x07privacy\x18\x03 \x01(\x0b\x32\x19.loyalty.v1.PrivacyPolicy\x12*\n\x07offline\x18\x04 \x01(\x0b\x32\x19.loyalty.v1.OfflinePolicy\"\xc8\x01\n\x14NetworkPolicyVersion\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\x32\n\x0e\x65\x66\x66\x65\x63tive_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x06policy\x18\x03 \x01(\x0b\x32\x19.loyalty.v1.NetworkPolicy\x12/\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07\x63reator\x18\x05 \x01(\t\"H\n\x17GetNetworkPolicyRequest\x12-\n\tread_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"T\n\x18GetNetworkPolicyResponse\x12\x38\n\x0epolicy_version\x18\x01 \x01(\x0b\x32 .loyalty.v1.NetworkPolicyVersion\"\x96\x01\n!CreateNetworkPolicyVersionRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12)\n\x06policy\x18\x02 \x01(\x0b\x32\x19.loyalty.v1.NetworkPolicy\x12\x32\n\x0e\x65\x66\x66\x65\x63tive_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"y\n\"CreateNetworkPolicyVersionResponse\x12\x38\n\x0epolicy_version\x18\x01 \x01(\x0b\x32 .loyalty.v1.NetworkPolicyVersion\x12\x19\n\x11idempotent_replay\x18\x02 \x01(\x08\"I\n ListNetworkPolicyVersionsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"w\n!ListNetworkPolicyVersionsResponse\x12\x39\n\x0fpolicy_versions\x18\x01 \x03(\x0b\x32 .loyalty.v1.NetworkPolicyVersion\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xec\x02\n\x14NetworkPolicyService\x12]\n\x10GetNetworkPolicy\x12#.loyalty.v1.GetNetworkPolicyRequest\x1a$.loyalty.v1.GetNetworkPolicyResponse\x12{\n\x1a\x43reateNetworkPolicyVersion\x12-.loyalty.v1.CreateNetworkPolicyVersionRequest\x1a..loyalty.v1.CreateNetworkPolicyVersionResponse\x12x\n\x19ListNetworkPolicyVersions\x12,.loyalty.v1.ListNetworkPolicyVersionsRequest\x1a-.loyalty.v1.ListNetworkPolicyVersionsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'loyalty/v1/network_policy_service.proto\x12\nloyalty.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"y\n\x0c\x45xpiryPolicy\x12\x17\n\x0flifetime_months\x18\x01 \x01(\x05\x12\x1e\n\x11inactivity_months\x18\x02 \x01(\x05H\x00\x88\x01\x01\x12\x1a\n\x12\x65xpiring_soon_days\x18\x03 \x01(\x05\x42\x14\n\x12_inactivity_months\"`\n\x0eGoodwillPolicy\x12!\n\x19\x61pproval_threshold_points\x18\x01 \x01(\x03\x12\x14\n\x0creason_codes\x18\x02 \x03(\t\x12\x15\n\rcurrency_code\x18\x03 \x01(\t\"=\n\rPrivacyPolicy\x12,\n$statement_consent_shows_all_partners\x18\x01 \x01(\x08\"H\n\rOfflinePolicy\x12\x1b\n\x13member_daily_points\x18\x01 \x01(\x03\x12\x1a\n\x12store_daily_points\x18\x02 \x01(\x03\"F\n\x04Tier\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x19\n\x11qualifying_points\x18\x02 \x01(\x03\x12\x15\n\rbonus_percent\x18\x03 \x01(\x05\"X\n\nTierPolicy\x12\x1f\n\x05tiers\x18\x01 \x03(\x0b\x32\x10.loyalty.v1.Tier\x12\x15\n\rwindow_months\x18\x02 \x01(\x05\x12\x12\n\ngrace_days\x18\x03 \x01(\x05\"%\n\x0b\x42onusPolicy\x12\x16\n\x0esign_up_points\x18\x01 \x01(\x03\"j\n\x0eReferralPolicy\x12\x17\n\x0freferrer_points\x18\x01 \x01(\x03\x12\x17\n\x0freferred_points\x18\x02 \x01(\x03\x12&\n\x1erewards_per_referrer_per_month\x18\x03 \x01(\x05\"\xae\x01\n\x0eTransferPolicy\x12\x1f\n\x17\x64\x61ily_points_per_sender\x18\x01 \x01(\x03\x12\x1c\n\x14min_account_age_days\x18\x02 \x01(\x05\x12\x1b\n\x13min_membership_days\x18\x03 \x01(\x05\x12!\n\x19max_senders_per_recipient\x18\x04 \x01(\x05\x12\x1d\n\x15max_household_members\x18\x05 \x01(\x05\"\xee\x02\n\rNetworkPolicy\x12(\n\x06\x65xpiry\x18\x01 \x01(\x0b\x32\x18.loyalty.v1.ExpiryPolicy\x12,\n\x08goodwill\x18\x02 \x01(\x0b\x32\x1a.loyalty.v1.GoodwillPolicy\x12*\n\x07privacy\x18\x03 \x01(\x0b\x32\x19.loyalty.v1.PrivacyPolicy\x12*\n\x07offline\x18\x04 \x01(\x0b\x32\x19.loyalty.v1.OfflinePolicy\x12%\n\x05tiers\x18\x05 \x01(\x0b\x32\x16.loyalty.v1.TierPolicy\x12(\n\x07\x62onuses\x18\x06 \x01(\x0b\x32\x17.loyalty.v1.BonusPolicy\x12-\n\treferrals\x18\x07 \x01(\x0b\x32\x1a.loyalty.v1.ReferralPolicy\x12-\n\ttransfers\x18\x08 \x01(\x0b\x32\x1a.loyalty.v1.TransferPolicy\"\xc8\x01\n\x14NetworkPolicyVersion\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\x32\n\x0e\x65\x66\x66\x65\x63tive_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x06policy\x18\x03 \x01(\x0b\x32\x19.loyalty.v1.NetworkPolicy\x12/\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07\x63reator\x18\x05 \x01(\t\"H\n\x17GetNetworkPolicyRequest\x12-\n\tread_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"T\n\x18GetNetworkPolicyResponse\x12\x38\n\x0epolicy_version\x18\x01 \x01(\x0b\x32 .loyalty.v1.NetworkPolicyVersion\"\x96\x01\n!CreateNetworkPolicyVersionRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12)\n\x06policy\x18\x02 \x01(\x0b\x32\x19.loyalty.v1.NetworkPolicy\x12\x32\n\x0e\x65\x66\x66\x65\x63tive_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"y\n\"CreateNetworkPolicyVersionResponse\x12\x38\n\x0epolicy_version\x18\x01 \x01(\x0b\x32 .loyalty.v1.NetworkPolicyVersion\x12\x19\n\x11idempotent_replay\x18\x02 \x01(\x08\"I\n ListNetworkPolicyVersionsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"w\n!ListNetworkPolicyVersionsResponse\x12\x39\n\x0fpolicy_versions\x18\x01 \x03(\x0b\x32 .loyalty.v1.NetworkPolicyVersion\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xec\x02\n\x14NetworkPolicyService\x12]\n\x10GetNetworkPolicy\x12#.loyalty.v1.GetNetworkPolicyRequest\x1a$.loyalty.v1.GetNetworkPolicyResponse\x12{\n\x1a\x43reateNetworkPolicyVersion\x12-.loyalty.v1.CreateNetworkPolicyVersionRequest\x1a..loyalty.v1.CreateNetworkPolicyVersionResponse\x12x\n\x19ListNetworkPolicyVersions\x12,.loyalty.v1.ListNetworkPolicyVersionsRequest\x1a-.loyalty.v1.ListNetworkPolicyVersionsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,22 +41,32 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PRIVACYPOLICY']._serialized_end=370
   _globals['_OFFLINEPOLICY']._serialized_start=372
   _globals['_OFFLINEPOLICY']._serialized_end=444
-  _globals['_NETWORKPOLICY']._serialized_start=447
-  _globals['_NETWORKPOLICY']._serialized_end=638
-  _globals['_NETWORKPOLICYVERSION']._serialized_start=641
-  _globals['_NETWORKPOLICYVERSION']._serialized_end=841
-  _globals['_GETNETWORKPOLICYREQUEST']._serialized_start=843
-  _globals['_GETNETWORKPOLICYREQUEST']._serialized_end=915
-  _globals['_GETNETWORKPOLICYRESPONSE']._serialized_start=917
-  _globals['_GETNETWORKPOLICYRESPONSE']._serialized_end=1001
-  _globals['_CREATENETWORKPOLICYVERSIONREQUEST']._serialized_start=1004
-  _globals['_CREATENETWORKPOLICYVERSIONREQUEST']._serialized_end=1154
-  _globals['_CREATENETWORKPOLICYVERSIONRESPONSE']._serialized_start=1156
-  _globals['_CREATENETWORKPOLICYVERSIONRESPONSE']._serialized_end=1277
-  _globals['_LISTNETWORKPOLICYVERSIONSREQUEST']._serialized_start=1279
-  _globals['_LISTNETWORKPOLICYVERSIONSREQUEST']._serialized_end=1352
-  _globals['_LISTNETWORKPOLICYVERSIONSRESPONSE']._serialized_start=1354
-  _globals['_LISTNETWORKPOLICYVERSIONSRESPONSE']._serialized_end=1473
-  _globals['_NETWORKPOLICYSERVICE']._serialized_start=1476
-  _globals['_NETWORKPOLICYSERVICE']._serialized_end=1840
+  _globals['_TIER']._serialized_start=446
+  _globals['_TIER']._serialized_end=516
+  _globals['_TIERPOLICY']._serialized_start=518
+  _globals['_TIERPOLICY']._serialized_end=606
+  _globals['_BONUSPOLICY']._serialized_start=608
+  _globals['_BONUSPOLICY']._serialized_end=645
+  _globals['_REFERRALPOLICY']._serialized_start=647
+  _globals['_REFERRALPOLICY']._serialized_end=753
+  _globals['_TRANSFERPOLICY']._serialized_start=756
+  _globals['_TRANSFERPOLICY']._serialized_end=930
+  _globals['_NETWORKPOLICY']._serialized_start=933
+  _globals['_NETWORKPOLICY']._serialized_end=1299
+  _globals['_NETWORKPOLICYVERSION']._serialized_start=1302
+  _globals['_NETWORKPOLICYVERSION']._serialized_end=1502
+  _globals['_GETNETWORKPOLICYREQUEST']._serialized_start=1504
+  _globals['_GETNETWORKPOLICYREQUEST']._serialized_end=1576
+  _globals['_GETNETWORKPOLICYRESPONSE']._serialized_start=1578
+  _globals['_GETNETWORKPOLICYRESPONSE']._serialized_end=1662
+  _globals['_CREATENETWORKPOLICYVERSIONREQUEST']._serialized_start=1665
+  _globals['_CREATENETWORKPOLICYVERSIONREQUEST']._serialized_end=1815
+  _globals['_CREATENETWORKPOLICYVERSIONRESPONSE']._serialized_start=1817
+  _globals['_CREATENETWORKPOLICYVERSIONRESPONSE']._serialized_end=1938
+  _globals['_LISTNETWORKPOLICYVERSIONSREQUEST']._serialized_start=1940
+  _globals['_LISTNETWORKPOLICYVERSIONSREQUEST']._serialized_end=2013
+  _globals['_LISTNETWORKPOLICYVERSIONSRESPONSE']._serialized_start=2015
+  _globals['_LISTNETWORKPOLICYVERSIONSRESPONSE']._serialized_end=2134
+  _globals['_NETWORKPOLICYSERVICE']._serialized_start=2137
+  _globals['_NETWORKPOLICYSERVICE']._serialized_end=2501
 # @@protoc_insertion_point(module_scope)

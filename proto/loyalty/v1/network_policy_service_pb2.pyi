@@ -44,17 +44,75 @@ class OfflinePolicy(_message.Message):
     store_daily_points: int
     def __init__(self, member_daily_points: _Optional[int] = ..., store_daily_points: _Optional[int] = ...) -> None: ...
 
+class Tier(_message.Message):
+    __slots__ = ("name", "qualifying_points", "bonus_percent")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    QUALIFYING_POINTS_FIELD_NUMBER: _ClassVar[int]
+    BONUS_PERCENT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    qualifying_points: int
+    bonus_percent: int
+    def __init__(self, name: _Optional[str] = ..., qualifying_points: _Optional[int] = ..., bonus_percent: _Optional[int] = ...) -> None: ...
+
+class TierPolicy(_message.Message):
+    __slots__ = ("tiers", "window_months", "grace_days")
+    TIERS_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_MONTHS_FIELD_NUMBER: _ClassVar[int]
+    GRACE_DAYS_FIELD_NUMBER: _ClassVar[int]
+    tiers: _containers.RepeatedCompositeFieldContainer[Tier]
+    window_months: int
+    grace_days: int
+    def __init__(self, tiers: _Optional[_Iterable[_Union[Tier, _Mapping]]] = ..., window_months: _Optional[int] = ..., grace_days: _Optional[int] = ...) -> None: ...
+
+class BonusPolicy(_message.Message):
+    __slots__ = ("sign_up_points",)
+    SIGN_UP_POINTS_FIELD_NUMBER: _ClassVar[int]
+    sign_up_points: int
+    def __init__(self, sign_up_points: _Optional[int] = ...) -> None: ...
+
+class ReferralPolicy(_message.Message):
+    __slots__ = ("referrer_points", "referred_points", "rewards_per_referrer_per_month")
+    REFERRER_POINTS_FIELD_NUMBER: _ClassVar[int]
+    REFERRED_POINTS_FIELD_NUMBER: _ClassVar[int]
+    REWARDS_PER_REFERRER_PER_MONTH_FIELD_NUMBER: _ClassVar[int]
+    referrer_points: int
+    referred_points: int
+    rewards_per_referrer_per_month: int
+    def __init__(self, referrer_points: _Optional[int] = ..., referred_points: _Optional[int] = ..., rewards_per_referrer_per_month: _Optional[int] = ...) -> None: ...
+
+class TransferPolicy(_message.Message):
+    __slots__ = ("daily_points_per_sender", "min_account_age_days", "min_membership_days", "max_senders_per_recipient", "max_household_members")
+    DAILY_POINTS_PER_SENDER_FIELD_NUMBER: _ClassVar[int]
+    MIN_ACCOUNT_AGE_DAYS_FIELD_NUMBER: _ClassVar[int]
+    MIN_MEMBERSHIP_DAYS_FIELD_NUMBER: _ClassVar[int]
+    MAX_SENDERS_PER_RECIPIENT_FIELD_NUMBER: _ClassVar[int]
+    MAX_HOUSEHOLD_MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    daily_points_per_sender: int
+    min_account_age_days: int
+    min_membership_days: int
+    max_senders_per_recipient: int
+    max_household_members: int
+    def __init__(self, daily_points_per_sender: _Optional[int] = ..., min_account_age_days: _Optional[int] = ..., min_membership_days: _Optional[int] = ..., max_senders_per_recipient: _Optional[int] = ..., max_household_members: _Optional[int] = ...) -> None: ...
+
 class NetworkPolicy(_message.Message):
-    __slots__ = ("expiry", "goodwill", "privacy", "offline")
+    __slots__ = ("expiry", "goodwill", "privacy", "offline", "tiers", "bonuses", "referrals", "transfers")
     EXPIRY_FIELD_NUMBER: _ClassVar[int]
     GOODWILL_FIELD_NUMBER: _ClassVar[int]
     PRIVACY_FIELD_NUMBER: _ClassVar[int]
     OFFLINE_FIELD_NUMBER: _ClassVar[int]
+    TIERS_FIELD_NUMBER: _ClassVar[int]
+    BONUSES_FIELD_NUMBER: _ClassVar[int]
+    REFERRALS_FIELD_NUMBER: _ClassVar[int]
+    TRANSFERS_FIELD_NUMBER: _ClassVar[int]
     expiry: ExpiryPolicy
     goodwill: GoodwillPolicy
     privacy: PrivacyPolicy
     offline: OfflinePolicy
-    def __init__(self, expiry: _Optional[_Union[ExpiryPolicy, _Mapping]] = ..., goodwill: _Optional[_Union[GoodwillPolicy, _Mapping]] = ..., privacy: _Optional[_Union[PrivacyPolicy, _Mapping]] = ..., offline: _Optional[_Union[OfflinePolicy, _Mapping]] = ...) -> None: ...
+    tiers: TierPolicy
+    bonuses: BonusPolicy
+    referrals: ReferralPolicy
+    transfers: TransferPolicy
+    def __init__(self, expiry: _Optional[_Union[ExpiryPolicy, _Mapping]] = ..., goodwill: _Optional[_Union[GoodwillPolicy, _Mapping]] = ..., privacy: _Optional[_Union[PrivacyPolicy, _Mapping]] = ..., offline: _Optional[_Union[OfflinePolicy, _Mapping]] = ..., tiers: _Optional[_Union[TierPolicy, _Mapping]] = ..., bonuses: _Optional[_Union[BonusPolicy, _Mapping]] = ..., referrals: _Optional[_Union[ReferralPolicy, _Mapping]] = ..., transfers: _Optional[_Union[TransferPolicy, _Mapping]] = ...) -> None: ...
 
 class NetworkPolicyVersion(_message.Message):
     __slots__ = ("version", "effective_time", "policy", "create_time", "creator")

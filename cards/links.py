@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, select
 
 from cards.commands import LinkCommand, LinkResult, MerchantView, UnlinkResult
 from cards.errors import (
@@ -14,7 +14,7 @@ from cards.errors import (
     MerchantNotFound,
     NotACardIssuer,
 )
-from cards.repository import CardRepository
+from cards.repository import CardRepository, links
 from checkout.session import PartnerRef
 from common.idempotency import Outcome, RequestKey, run_once
 from common.sql import Page, paginate
@@ -132,3 +132,16 @@ def list_merchants(uow: UnitOfWork, page_size: int, page_token: str) -> Page[Mer
         return paginate(page_size, page_token, fetch, lambda view: positions[view.merchant_id])
 
     return uow.run(work)
+
+
+def share_a_card(connection: Connection, member_id: int, other_member_id: int) -> bool:
+    """Whether one card token was ever linked to both members (now or before an unlink): one person,
+    for the referral programme's self-referral guard (programme/referrals.py)."""
+    first, second = links.alias("first_link"), links.alias("second_link")
+    shared = (
+        select(first.c.token_hash)
+        .join(second, second.c.token_hash == first.c.token_hash)
+        .where(first.c.member_id == member_id, second.c.member_id == other_member_id)
+        .limit(1)
+    )
+    return connection.execute(shared).first() is not None

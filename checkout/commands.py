@@ -7,6 +7,8 @@ from datetime import datetime
 
 from checkout.errors import InvalidBasket
 from members.identifiers import MemberIdentifier
+from programme.bonuses import AwardedBonus
+from programme.tiers import TierStatus
 
 
 @dataclass(frozen=True)
@@ -109,6 +111,7 @@ class ReturnCommand:
 @dataclass(frozen=True)
 class EnrollCommand:
     member: MemberIdentifier
+    referral_code: str = ""  # another member's code: both get the referral bonus on the first purchase
 
 
 @dataclass(frozen=True)
@@ -120,6 +123,7 @@ class BalanceView:
     debt_points: int
     expiring_soon_points: int
     expiring_soon_until: datetime
+    tier: TierStatus | None = None  # None without a tier programme
 
 
 @dataclass(frozen=True)
@@ -141,6 +145,8 @@ class EarnResult:
     expires_at: datetime
     contract_version: int
     is_newly_enrolled: bool
+    # Bonus lots credited with the earn: the partner's promotion, the member's tier, a referral.
+    bonuses: tuple[AwardedBonus, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -208,3 +214,22 @@ class ReturnResult:
     debt_created_points: int
     reversal_transaction_id: str
     refund_transaction_id: str
+    bonus_points_reversed: int = 0  # the purchase's tier and promotion bonuses, in proportion
+
+
+@dataclass(frozen=True)
+class ActivityAwardCommand:
+    member: MemberIdentifier
+    activity_code: str
+
+
+@dataclass(frozen=True)
+class ActivityAwardResult:
+    transaction_id: str
+    member_number: str
+    activity_code: str
+    points_awarded: int
+    awards_left_in_period: int
+    available_at: datetime
+    expires_at: datetime
+    contract_version: int

@@ -10,10 +10,13 @@ from ledger.posting import Posting
 from ledger.repository import MemberAccounts
 from members.repository import MemberRow
 from partners.rates import proportional_points
+from programme.bonuses import BonusTakeBack, take_back_purchase_bonuses
+from programme.tiers import refresh_after_return
 
 
 def return_purchase(session: CheckoutSession, partner: PartnerRef, command: ReturnCommand) -> ReturnResult:
-    """Cumulative returns never exceed the purchase; points follow the returned share exactly."""
+    """Cumulative returns never exceed the purchase; points follow the returned share exactly, and so
+    do the purchase's tier and promotion bonuses (programme/bonuses.py)."""
     found = session.records.purchase(partner.partner_id, command.receipt_id)
     member = session.members.find_by_id(found.member_id) if found else None
     if found is None or member is None:
@@ -33,6 +36,14 @@ def return_purchase(session: CheckoutSession, partner: PartnerRef, command: Retu
     refund_id, restored = _refund(session, accounts, member, purchase, restored_target - purchase.points_restored)
     reversed_now = reversed_target - purchase.points_reversed
     reversal_id, debt = _reverse(session, accounts, member, purchase, reversed_now)
+    bonuses = BonusTakeBack(0, 0)
+    if purchase.earn_transaction_id is not None:
+        bonuses = take_back_purchase_bonuses(
+            session.ledger, accounts, earn_transaction_id=purchase.earn_transaction_id,
+            returned_minor_total=returned_total, total_minor=purchase.total_minor,
+            held_points=session.records.held_points(member.id, session.now), business_time=session.business_time,
+        )  # fmt: skip
+        refresh_after_return(session.connection, member.id, session.policy().tiers, session.now)
     session.records.update_purchase(
         purchase.id,
         returned_minor=returned_total,
@@ -41,8 +52,8 @@ def return_purchase(session: CheckoutSession, partner: PartnerRef, command: Retu
     )
     return ReturnResult(
         member_number=member.member_number, returned_minor_total=returned_total, points_reversed=reversed_now,
-        points_restored=restored, debt_created_points=debt, reversal_transaction_id=reversal_id,
-        refund_transaction_id=refund_id,
+        points_restored=restored, debt_created_points=debt + bonuses.debt_points, reversal_transaction_id=reversal_id,
+        refund_transaction_id=refund_id, bonus_points_reversed=bonuses.points,
     )  # fmt: skip
 
 

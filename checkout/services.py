@@ -9,6 +9,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import Connection
 
 from checkout.commands import (
+    ActivityAwardCommand,
+    ActivityAwardResult,
     BalanceView,
     Basket,
     CaptureCommand,
@@ -75,6 +77,16 @@ from members.services import MemberNotFound
 from partners.rates import ContractVersionView, max_points_for_basket, points_for_spend, value_of_points_minor
 from partners.repository import PartnerRepository
 from partners.services import PartnerNotFound
+from programme.bonuses import ACTIVITY, PROMOTION, AwardedBonus, count_awards, partner_lot, post_bonus
+from programme.partner_programme import (
+    ActivePromotion,
+    ActivityLimitReached,
+    activity_in_force,
+    best_promotion,
+    period_start,
+)
+from programme.referrals import record_referral, referral_code, reward_first_purchase
+from programme.tiers import tier_bonus_on_earn
 
 
 class CheckoutService:
@@ -286,9 +298,66 @@ class CheckoutService:
             session = self._session(connection)
             session.terms(partner.partner_id)  # a suspended partner enrols no one
             found = session.member(command.member, partner.partner_id, enroll=True)
+            if command.referral_code.strip():
+                record_referral(
+                    connection, command.referral_code, referred_member_id=found.row.id, is_new_member=found.is_new,
+                    now=session.now,
+                )  # fmt: skip
             return _member_view(session, found.row, is_newly_enrolled=found.is_new)
 
         return run_once(self.uow, partner.request(request_id), "EnrollMember", command, MemberView, work)
+
+    def get_referral_code(self, partner: PartnerRef, identifier: MemberIdentifier) -> tuple[str, str]:
+        """The member's number and shareable referral code, made the first time it is asked for."""
+
+        def work(connection: Connection) -> tuple[str, str]:
+            session = self._session(connection)
+            session.terms(partner.partner_id)
+            member = session.visible_member(identifier, partner.partner_id)
+            session.ledger_records.lock_member(member.id)  # one code per member, even when asked twice at once
+            return member.member_number, referral_code(connection, member.id, session.now)
+
+        return self.uow.run(work)
+
+    def award_activity_points(
+        self, partner: PartnerRef, request_id: str, command: ActivityAwardCommand
+    ) -> Outcome[ActivityAwardResult]:
+        """Points for an activity the partner defined, within its per-member limit, funded by the partner."""
+
+        def work(connection: Connection) -> ActivityAwardResult:
+            session = self._session(connection)
+            version = session.terms(partner.partner_id)
+            activity = activity_in_force(connection, partner.partner_id, command.activity_code)
+            found = session.member(command.member, partner.partner_id)
+            since = period_start(activity.limit_period, session.now)
+            awarded = count_awards(
+                connection, member_id=found.row.id, kind=ACTIVITY, detail=activity.code,
+                partner_id=partner.partner_id, since=since,
+            )  # fmt: skip
+            if awarded >= activity.max_awards_per_member:
+                raise ActivityLimitReached(
+                    f"the member already had {awarded} of {activity.max_awards_per_member} awards "
+                    f"for this activity ({activity.limit_period.lower()})",
+                    limit=activity.max_awards_per_member, limit_period=activity.limit_period,
+                )  # fmt: skip
+            session.count_issuance(partner.partner_id, version.terms, activity.points)
+            lot = partner_lot(
+                version, earned_at=session.now, available_at=session.now, expires_at=session.new_lot_expiry()
+            )
+            bonus = post_bonus(
+                session.ledger, found.accounts, kind=ACTIVITY, points=activity.points, detail=activity.code,
+                lot=lot, partner_id=partner.partner_id, business_time=session.now,
+            )  # fmt: skip
+            return ActivityAwardResult(
+                transaction_id=bonus.transaction_id, member_number=found.row.member_number,
+                activity_code=activity.code, points_awarded=activity.points,
+                awards_left_in_period=activity.max_awards_per_member - awarded - 1, available_at=lot.available_at,
+                expires_at=lot.expires_at, contract_version=version.version,
+            )  # fmt: skip
+
+        return run_once(
+            self.uow, partner.request(request_id), "AwardActivityPoints", command, ActivityAwardResult, work
+        )
 
     def get_balance(self, partner: PartnerRef, identifier: MemberIdentifier) -> BalanceView:
         def work(connection: Connection) -> BalanceView:
@@ -335,24 +404,55 @@ def _earn(session: CheckoutSession, partner: PartnerRef, command: EarnCommand) -
     found = session.member(command.member, partner.partner_id, enroll=command.enroll_if_unknown)
     member, accounts, is_new = found.row, found.accounts, found.is_new
     points = points_for_spend(command.basket.eligible_minor, version.terms)
-    session.count_issuance(partner.partner_id, version.terms, points)
+    promotion = best_promotion(session.connection, partner.partner_id, session.business_time) if points > 0 else None
+    promotion_points = points * promotion.bonus_percent // 100 if promotion else 0
+    # The partner funds its promotion: its limits and daily cap count those points too.
+    session.count_issuance(partner.partner_id, version.terms, points + promotion_points)
     transaction_id, public_id, repaid = None, "", 0
+    lot = _new_lot(partner, version, session)
+    bonuses: list[AwardedBonus] = [found.sign_up_bonus] if found.sign_up_bonus else []
     if points > 0:
         posted, _, repaid = session.ledger.earn(
             accounts, _posting("EARN", member, partner, version, session, command.receipt_id, command.basket),
-            points, _new_lot(partner, version, session),
+            points, lot,
         )  # fmt: skip
         transaction_id, public_id = posted.transaction_id, posted.public_id
+        bonuses += _purchase_bonuses(session, accounts, version, posted, points, lot, promotion, promotion_points)
     earned = {"earned_at": session.business_time, "earn_transaction_id": transaction_id, "points_earned": points,
               "total_minor": command.basket.total_minor, "channel": command.channel,
               "store_id": command.store_id or None}  # fmt: skip
     _record_earn(session, partner, member, version, command.receipt_id, earned)
-    lot = _new_lot(partner, version, session)
     return EarnResult(
         transaction_id=public_id, member_number=member.member_number, points_earned=points,
         debt_repaid_points=repaid, available_at=lot.available_at, expires_at=lot.expires_at,
-        contract_version=version.version, is_newly_enrolled=is_new,
+        contract_version=version.version, is_newly_enrolled=is_new, bonuses=tuple(bonuses),
     )  # fmt: skip
+
+
+def _purchase_bonuses(
+    session: CheckoutSession, accounts: MemberAccounts, version: ContractVersionView, earn: Posted, points: int,
+    lot: NewLot, promotion: ActivePromotion | None, promotion_points: int,
+) -> list[AwardedBonus]:  # fmt: skip
+    """The bonus lots that ride on a purchase's earn, each spendable and expiring with the earn's lot:
+    the partner's promotion (partner-funded), the member's tier and a referral (operator-funded)."""
+    policy, awarded = session.policy(), []
+    if promotion is not None and promotion_points > 0:
+        awarded.append(
+            post_bonus(
+                session.ledger, accounts, kind=PROMOTION, points=promotion_points, detail=promotion.promotion_id,
+                lot=lot, partner_id=version.partner_id, business_time=session.business_time,
+                earn_transaction_id=earn.transaction_id,
+            )
+        )  # fmt: skip
+    tier_bonus = tier_bonus_on_earn(
+        session.ledger, accounts, policy, earn=earn, earned_points=points, earn_lot=lot,
+        business_time=session.business_time,
+    )  # fmt: skip
+    referral = reward_first_purchase(
+        session.ledger, accounts, policy, earn_lot=lot, business_time=session.business_time,
+        same_person=session.settings.same_person_checks,
+    )  # fmt: skip
+    return awarded + [bonus for bonus in (tier_bonus, referral) if bonus is not None]
 
 
 def _redeem_offline(

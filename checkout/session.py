@@ -20,7 +20,9 @@ from members.services import MemberNotFound, enroll_member, find_member
 from partners.rates import ContractTerms, ContractVersionView
 from partners.repository import PartnerRepository
 from partners.services import partner_terms_in_force
-from programme.policy import ExpiryPolicy, add_months
+from programme.bonuses import AwardedBonus, award_sign_up_bonus
+from programme.policy import ExpiryPolicy, NetworkPolicy, add_months
+from programme.referrals import SamePerson
 from programme.services import policy_in_force
 from programme.statement import member_balance
 
@@ -38,6 +40,9 @@ class CheckoutSettings:
     # Points pending outside the ledger (open card authorisations), added to the balance's pending
     # figure: (connection, member id, now) -> points. Injected so checkout does not depend on cards.
     pending_sources: tuple[Callable[[Connection, int, datetime], int], ...] = ()
+    # Signs that a referrer and the member they referred are one person (a shared card token), from
+    # packages checkout does not depend on (programme/referrals.py).
+    same_person_checks: tuple[SamePerson, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -47,6 +52,7 @@ class CheckoutMember:
     row: MemberRow
     accounts: MemberAccounts
     is_new: bool
+    sign_up_bonus: AwardedBonus | None = None  # the network's, when this call enrolled the member
 
 
 @dataclass(frozen=True)
@@ -70,17 +76,21 @@ class CheckoutSession:
         self.settings = settings
         self.now = now
         self.business_time = business_time or now
+        self.connection = connection
         self.members = MemberRepository(connection)
         self.ledger_records = LedgerRepository(connection)
         self.records = CheckoutRepository(connection)
         self.ledger = Ledger(self.ledger_records, now)
-        self._expiry: ExpiryPolicy | None = None
+        self._policy: NetworkPolicy | None = None
+
+    def policy(self) -> NetworkPolicy:
+        """The network policy in force now (read once per transaction)."""
+        if self._policy is None:
+            self._policy = policy_in_force(self.ledger_records.connection, self.now).policy
+        return self._policy
 
     def expiry_policy(self) -> ExpiryPolicy:
-        """The network policy's expiry rules in force now (read once per transaction)."""
-        if self._expiry is None:
-            self._expiry = policy_in_force(self.ledger_records.connection, self.now).policy.expiry
-        return self._expiry
+        return self.policy().expiry
 
     def new_lot_expiry(self) -> datetime:
         """When points earned at the business time expire: fixed at earning, so a later policy never
@@ -123,7 +133,11 @@ class CheckoutSession:
         if is_new:
             self.ledger_records.open_member(member.id)
         self.members.link_partner(member.id, partner_id, self.now)
-        return CheckoutMember(member, self.ledger_records.lock_member(member.id), is_new)
+        accounts = self.ledger_records.lock_member(member.id)
+        sign_up = award_sign_up_bonus(self.ledger, accounts, self.policy(), self.now) if is_new else None
+        if sign_up is not None:
+            accounts = self.ledger_records.member_accounts(member.id)
+        return CheckoutMember(member, accounts, is_new, sign_up)
 
     def visible_member(self, identifier: MemberIdentifier, partner_id: int) -> MemberRow:
         """A member this partner has dealt with; any other looks exactly like an unknown one."""
@@ -141,7 +155,7 @@ class CheckoutSession:
         figures = member_balance(
             self.ledger_records.connection, member.id, self.now, self.expiring_soon_until(),
             held_points=lambda _connection, member_id, now: self.records.held_points(member_id, now),
-            pending_sources=self.settings.pending_sources,
+            pending_sources=self.settings.pending_sources, tiers=self.policy().tiers,
         )  # fmt: skip
         return BalanceView(member_number=member.member_number, **vars(figures))
 

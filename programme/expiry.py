@@ -32,9 +32,10 @@ from programme.services import policy_in_force
 
 # A member's own earns, spends and returns at any partner: what churn signals count (programme/member_reads.py).
 SHOPPING_KINDS = ("EARN", "REDEEM", "EARN_REVERSAL", "REDEMPTION_REFUND")
-# What keeps points from lapsing for inactivity: shopping, and support adjusting the member's points (they
-# were in touch; a goodwill grant must not lapse at the next run).
-ACTIVITY_KINDS = (*SHOPPING_KINDS, "ADJUSTMENT")
+# What keeps points from lapsing for inactivity: shopping, support adjusting the member's points (they
+# were in touch; a goodwill grant must not lapse at the next run), a bonus (an activity award, a sign-up)
+# and a household transfer, sent or received.
+ACTIVITY_KINDS = (*SHOPPING_KINDS, "ADJUSTMENT", "BONUS", "TRANSFER")
 
 # Open holds of a member at an instant (the checkout package knows holds; the server wires it in).
 HeldPoints = Callable[[Connection, int, datetime], int]

@@ -189,7 +189,7 @@ class Promotion(Base):
 
     __table_args__ = (
         CheckConstraint("bonus_percent > 0", name="bonus_percent_positive"),
-        CheckConstraint("ends_at > starts_at", name="ends_after_start"),
+        CheckConstraint("ends_at >= starts_at", name="ends_after_start"),
         Index("ix_promotions_partner_id_starts_at", "partner_id", "starts_at"),
     )
 

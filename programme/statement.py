@@ -14,8 +14,9 @@ from ledger.repository import LedgerRepository
 from members.identifiers import MemberIdentifier
 from programme.expiry import HeldPoints
 from programme.member_reads import LifetimeRow, MemberReadRepository
-from programme.policy import ExpiryPolicy, add_months
+from programme.policy import ExpiryPolicy, TierPolicy, add_months
 from programme.services import policy_in_force
+from programme.tiers import TierStatus, tier_status
 from programme.visibility import MemberReadSettings, PendingPoints, StatementScope, Viewer, visible_member
 
 # How many expiry days a statement lists: the next few are what a member acts on.
@@ -30,6 +31,7 @@ class BalanceBreakdown:
     debt_points: int
     expiring_soon_points: int
     expiring_soon_until: datetime
+    tier: TierStatus | None = None
 
 
 @dataclass(frozen=True)
@@ -58,7 +60,8 @@ def get_member_statement(
 
     def work(connection: Connection) -> MemberStatement:
         member = visible_member(connection, settings, viewer, identifier, member_consent=member_consent, now=now)
-        expiry = policy_in_force(connection, now).policy.expiry
+        policy = policy_in_force(connection, now).policy
+        expiry = policy.expiry
         ledger, reads = LedgerRepository(connection), MemberReadRepository(connection)
         return MemberStatement(
             member_number=member.row.member_number,
@@ -70,6 +73,7 @@ def get_member_statement(
                 now + timedelta(days=expiry.expiring_soon_days),
                 held_points=settings.held_points,
                 pending_sources=settings.pending_sources,
+                tiers=policy.tiers,
             ),
             next_expiries=next_expiries(ledger.lots_with_points(member.row.id), now),
             inactivity_expires_at=inactivity_expiry(reads.last_activity(member.row.id), expiry),
@@ -88,10 +92,12 @@ def member_balance(
     *,
     held_points: HeldPoints,
     pending_sources: Sequence[PendingPoints] = (),
+    tiers: TierPolicy | None = None,
 ) -> BalanceBreakdown:
     """A member's balance at ``now``, points lapsing by ``soon`` counted as expiring soon: the one rule
     behind checkout's GetBalance and the member statement. Holds and points pending outside the ledger
-    (card authorisations) come from the callers, which know them."""
+    (card authorisations) come from the callers, which know them. With ``tiers``, the member's tier
+    status too."""
     ledger = LedgerRepository(connection)
     summary = ledger.lot_summary(member_id, now, soon)
     held = held_points(connection, member_id, now)
@@ -103,6 +109,7 @@ def member_balance(
         debt_points=ledger.member_accounts(member_id).debt_points,
         expiring_soon_points=summary.expiring_soon,
         expiring_soon_until=soon,
+        tier=tier_status(connection, member_id, now, tiers) if tiers is not None else None,
     )
 
 

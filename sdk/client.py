@@ -30,6 +30,7 @@ from loyalty.v1 import (
     member_service_pb2,
     network_policy_service_pb2,
     partner_admin_service_pb2,
+    partner_programme_service_pb2,
     settlement_service_pb2,
     support_service_pb2,
 )
@@ -141,6 +142,9 @@ class CoalitionClient:
         )
         self.cards = ServiceClient(self, card_service_pb2.DESCRIPTOR.services_by_name["CardService"])
         self.members = ServiceClient(self, member_service_pb2.DESCRIPTOR.services_by_name["MemberService"])
+        self.partner_programme = ServiceClient(
+            self, partner_programme_service_pb2.DESCRIPTOR.services_by_name["PartnerProgrammeService"]
+        )
 
     def close(self) -> None:
         self.channel.close()

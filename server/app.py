@@ -22,6 +22,8 @@ from loyalty.v1 import (
     network_policy_service_pb2_grpc,
     partner_admin_service_pb2,
     partner_admin_service_pb2_grpc,
+    partner_programme_service_pb2,
+    partner_programme_service_pb2_grpc,
     settlement_service_pb2,
     settlement_service_pb2_grpc,
     support_service_pb2,
@@ -32,6 +34,7 @@ from sqlalchemy import Connection, Engine, text
 from auth.repository import DatabaseReplayGuard
 from auth.tokens import TokenVerifier
 from cards.feed import CardSettings
+from cards.links import share_a_card
 from cards.services import CardService
 from checkout.repository import CheckoutRepository
 from checkout.services import CheckoutService
@@ -42,6 +45,8 @@ from common.uow import UnitOfWork
 from ledger.checks import LedgerCheck, check_ledger
 from programme.expiry import ExpiryRun, expire_lapsed_points
 from programme.goodwill import GoodwillDesk
+from programme.partner_programme import PartnerProgramme
+from programme.tiers import review_tiers
 from programme.visibility import MemberReadSettings
 from server import metrics, tls
 from server.auth_stores import KeyCheckedReplayGuard, PartnerKeySource, load_operator_keys
@@ -52,6 +57,7 @@ from server.servicers.checkout import CheckoutServicer
 from server.servicers.members import MemberServicer
 from server.servicers.network_policy import NetworkPolicyServicer
 from server.servicers.partner_admin import PartnerAdminServicer
+from server.servicers.partner_programme import PartnerProgrammeServicer
 from server.servicers.settlement import SettlementServicer
 from server.servicers.support import SupportServicer
 from settlement.periods import PeriodLength
@@ -69,6 +75,7 @@ SERVICE_NAMES = (
     card_service_pb2.DESCRIPTOR.services_by_name["CardService"].full_name,
     member_service_pb2.DESCRIPTOR.services_by_name["MemberService"].full_name,
     support_service_pb2.DESCRIPTOR.services_by_name["SupportService"].full_name,
+    partner_programme_service_pb2.DESCRIPTOR.services_by_name["PartnerProgrammeService"].full_name,
 )
 HEALTH_PROBE_SECONDS = 5.0
 
@@ -106,6 +113,7 @@ class Application:
         checkout_settings = CheckoutSettings(
             identifier_pepper=settings.identifier_pepper.encode(),
             pending_sources=(cards.feed.pending_points,),
+            same_person_checks=(share_a_card,),
         )
         checkout = CheckoutService(uow, checkout_settings)
         goodwill = GoodwillDesk(uow, identifier_pepper=checkout_settings.identifier_pepper, held_points=held_points)
@@ -184,6 +192,7 @@ class RunningServer:
                 next_check = elapsed + check_every
             if expire_every and is_serving and elapsed >= next_expiry:
                 expire_points_and_report(self.app.uow)
+                review_tiers_and_report(self.app.uow)
                 next_expiry = elapsed + expire_every
             self._stopping.wait(min(HEALTH_PROBE_SECONDS, sweep_every or HEALTH_PROBE_SECONDS))
             elapsed += min(HEALTH_PROBE_SECONDS, sweep_every or HEALTH_PROBE_SECONDS)
@@ -215,6 +224,19 @@ def expire_points_and_report(uow: UnitOfWork) -> ExpiryRun | None:
     if run.lots_expired:
         log.info("points expired", extra={"lots": run.lots_expired, "points": run.points_expired})
     return run
+
+
+def review_tiers_and_report(uow: UnitOfWork) -> int | None:
+    """Moves members past their tier's lapse date down (safe from several replicas at once)."""
+    try:
+        changed = review_tiers(uow)
+    except Exception:
+        log.exception("tier review failed")
+        return None
+    metrics.TIER_DEMOTIONS_TOTAL.inc(changed)
+    if changed:
+        log.info("tiers reviewed", extra={"members_moved": changed})
+    return changed
 
 
 def member_reads(app: Application) -> MemberReadSettings:
@@ -271,6 +293,9 @@ def create_server(app: Application, address: str | None = None) -> RunningServer
     network_policy_service_pb2_grpc.add_NetworkPolicyServiceServicer_to_server(NetworkPolicyServicer(app.uow), server)
     member_service_pb2_grpc.add_MemberServiceServicer_to_server(MemberServicer(app.uow, member_reads(app)), server)
     support_service_pb2_grpc.add_SupportServiceServicer_to_server(SupportServicer(app.goodwill), server)
+    partner_programme_service_pb2_grpc.add_PartnerProgrammeServiceServicer_to_server(
+        PartnerProgrammeServicer(PartnerProgramme(app.uow)), server
+    )
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in ("", *SERVICE_NAMES):

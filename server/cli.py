@@ -65,7 +65,8 @@ def _parser() -> argparse.ArgumentParser:
     jobs = commands.add_parser("jobs", help="scheduled work").add_subparsers(title="jobs", metavar="JOB")
     jobs.add_parser(
         "run",
-        help="expire lapsed holds and points, purge old token ids and check the ledger invariants, once "
+        help="expire lapsed holds and points, review lapsed tiers, purge old token ids and check the ledger "
+        "invariants, once "
         "(exit 1 if something failed)",
     ).set_defaults(run=_jobs)
     from server.partner_cli import add_partner_commands
@@ -178,7 +179,7 @@ def _token(arguments: argparse.Namespace) -> int:
 
 
 def _jobs(_: argparse.Namespace) -> int:
-    from server.app import Application, check_ledger_and_report, expire_points_and_report
+    from server.app import Application, check_ledger_and_report, expire_points_and_report, review_tiers_and_report
 
     app = Application.build(_settings())
     expired = app.checkout.expire_holds()
@@ -189,6 +190,8 @@ def _jobs(_: argparse.Namespace) -> int:
         print("FAIL  expiry run (see the log)")
     else:
         print(f"points expired: {lapsed.points_expired} in {lapsed.lots_expired} lots of {lapsed.members} members")
+    moved = review_tiers_and_report(app.uow)
+    print("FAIL  tier review (see the log)" if moved is None else f"tiers lapsed: {moved} members moved down")
     checks = check_ledger_and_report(app.uow)
     for check in checks:
         print(
@@ -196,7 +199,8 @@ def _jobs(_: argparse.Namespace) -> int:
             + (f" ({check.detail})" if check.detail else "")
         )
     app.engine.dispose()
-    return 0 if lapsed is not None and checks and all(check.passed for check in checks) else 1
+    ran = lapsed is not None and moved is not None
+    return 0 if ran and checks and all(check.passed for check in checks) else 1
 
 
 def _health(arguments: argparse.Namespace) -> int:

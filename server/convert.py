@@ -10,6 +10,8 @@ from loyalty.v1 import checkout_service_pb2 as pb
 from checkout import commands, offline
 from common.errors import CoalitionError, InvalidArgument
 from members.identifiers import IdentifierKind, InvalidIdentifier, MemberIdentifier
+from programme.bonuses import AwardedBonus
+from programme.tiers import TierStatus
 from server.errors import status_code_for
 
 _HOLD_STATES = {
@@ -128,11 +130,38 @@ def return_command(request: pb.ReturnPurchaseRequest) -> commands.ReturnCommand:
 
 
 def balance(view: commands.BalanceView) -> pb.Balance:
-    return pb.Balance(
+    message = pb.Balance(
         member_number=view.member_number, available_points=view.available_points,
         pending_points=view.pending_points, held_points=view.held_points, debt_points=view.debt_points,
         expiring_soon_points=view.expiring_soon_points,
         expiring_soon_until_time=timestamp(view.expiring_soon_until),
+    )  # fmt: skip
+    if view.tier is not None:
+        message.tier.CopyFrom(tier_status(view.tier))
+    return message
+
+
+def tier_status(status: TierStatus) -> pb.TierStatus:
+    message = pb.TierStatus(
+        tier_name=status.tier, bonus_percent=status.bonus_percent, qualifying_points=status.qualifying_points,
+        next_tier_name=status.next_tier, points_to_next_tier=status.points_to_next_tier,
+        window_months=status.window_months,
+    )  # fmt: skip
+    if status.lapses_at is not None:
+        message.lapse_time.CopyFrom(timestamp(status.lapses_at))
+    return message
+
+
+_BONUS_KINDS = {
+    "TIER": pb.BONUS_KIND_TIER, "SIGN_UP": pb.BONUS_KIND_SIGN_UP, "ACTIVITY": pb.BONUS_KIND_ACTIVITY,
+    "PROMOTION": pb.BONUS_KIND_PROMOTION, "REFERRAL": pb.BONUS_KIND_REFERRAL,
+}  # fmt: skip
+
+
+def bonus(awarded: AwardedBonus) -> pb.Bonus:
+    return pb.Bonus(
+        kind=_BONUS_KINDS.get(awarded.kind, pb.BONUS_KIND_UNSPECIFIED), points=awarded.points, detail=awarded.detail,
+        transaction_id=awarded.transaction_id,
     )  # fmt: skip
 
 
@@ -171,7 +200,7 @@ def earn_response(result: commands.EarnResult, is_replay: bool) -> pb.EarnPoints
         points_earned=result.points_earned, debt_repaid_points=result.debt_repaid_points,
         available_time=timestamp(result.available_at), expire_time=timestamp(result.expires_at),
         contract_version=result.contract_version, newly_enrolled=result.is_newly_enrolled,
-        idempotent_replay=is_replay,
+        idempotent_replay=is_replay, bonuses=[bonus(awarded) for awarded in result.bonuses],
     )  # fmt: skip
 
 
@@ -196,6 +225,7 @@ def return_response(result: commands.ReturnResult, is_replay: bool) -> pb.Return
         points_reversed=result.points_reversed, points_restored=result.points_restored,
         debt_created_points=result.debt_created_points, reversal_transaction_id=result.reversal_transaction_id,
         refund_transaction_id=result.refund_transaction_id, idempotent_replay=is_replay,
+        bonus_points_reversed=result.bonus_points_reversed,
     )  # fmt: skip
 
 
@@ -278,3 +308,12 @@ def _offline_result(result: offline.OfflineItemResult) -> pb.OfflineItemResult:
             contract_version=redeemed.contract_version,
         ))  # fmt: skip
     return message
+
+
+def activity_award_response(result: commands.ActivityAwardResult, is_replay: bool) -> pb.AwardActivityPointsResponse:
+    return pb.AwardActivityPointsResponse(
+        transaction_id=result.transaction_id, member_number=result.member_number, activity_code=result.activity_code,
+        points_awarded=result.points_awarded, awards_left_in_period=result.awards_left_in_period,
+        expire_time=timestamp(result.expires_at), contract_version=result.contract_version,
+        idempotent_replay=is_replay,
+    )  # fmt: skip

@@ -17,7 +17,7 @@ from programme.activity import (
 )
 from programme.statement import ExpiryDay, MemberStatement
 from programme.visibility import StatementScope
-from server.convert import timestamp
+from server.convert import tier_status, timestamp
 
 _SCOPES = {StatementScope.OWN_SHARE: pb.STATEMENT_SCOPE_OWN_SHARE, StatementScope.NETWORK: pb.STATEMENT_SCOPE_NETWORK}
 _KINDS = {
@@ -27,6 +27,8 @@ _KINDS = {
     "REDEMPTION_REFUND": pb.ACTIVITY_KIND_REDEMPTION_REFUND,
     "EXPIRY": pb.ACTIVITY_KIND_EXPIRY,
     "ADJUSTMENT": pb.ACTIVITY_KIND_ADJUSTMENT,
+    "BONUS": pb.ACTIVITY_KIND_BONUS,
+    "TRANSFER": pb.ACTIVITY_KIND_TRANSFER,
 }
 _KIND_NAMES: dict[int, str] = {value: name for name, value in _KINDS.items()}
 
@@ -60,6 +62,8 @@ def statement(view: MemberStatement) -> pb.MemberStatement:
         ],
         read_time=timestamp(view.read_at),
     )  # fmt: skip
+    if balance.tier is not None:
+        message.balance.tier.CopyFrom(tier_status(balance.tier))
     if view.inactivity_expires_at is not None:
         message.inactivity_expire_time.CopyFrom(timestamp(view.inactivity_expires_at))
     return message

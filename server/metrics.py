@@ -46,3 +46,8 @@ RECONCILIATION_FAILURES_TOTAL = Counter(
 def record_points(operation: str, partner: str, points: int) -> None:
     if points > 0:
         POINTS_TOTAL.labels(operation=operation, partner=partner).inc(points)
+
+
+TIER_DEMOTIONS_TOTAL = Counter(
+    "loyalty_tier_demotions_total", "Members the tier review moved down after their tier lapsed (network policy)."
+)

@@ -239,7 +239,7 @@ class SettlementRepository:
         on_issuance = versions.c.billing == "ON_ISSUANCE"
         entry_line_type = case(
             (versions.c.id.is_(None), UNCLASSIFIED),
-            (and_(issued, transactions.c.kind == "EARN"), "ISSUANCE"),
+            (and_(issued, transactions.c.kind.in_(("EARN", "BONUS"))), "ISSUANCE"),
             (and_(issued, transactions.c.kind == "EARN_REVERSAL"), "ISSUANCE_REVERSAL"),
             (and_(issued, transactions.c.kind == "EXPIRY"), "BREAKAGE"),  # ON_ISSUANCE only, see below
             (and_(redeemed, transactions.c.kind == "REDEEM"), "REDEMPTION"),
@@ -322,7 +322,9 @@ class SettlementRepository:
         )
         lot_movements = _on_redemption_lot_movements(lot_movements, period_id).where(
             # Points a return takes back from the returned purchase's own lot were never spent.
-            ~and_(movements.c.kind == "REVERSED", func.coalesce(_IS_OWN_LOT, False))
+            ~and_(movements.c.kind == "REVERSED", func.coalesce(_IS_OWN_LOT, False)),
+            # Points a member transfers change owner, not issuer: billed when the recipient spends them.
+            movements.c.kind != "TRANSFERRED",
         )
         everything = union_all(partner_entries, reversal_credit, lot_movements)
         return everything.subquery("statement_items")

@@ -77,7 +77,7 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("ended_early_at", sa.DateTime(timezone=True), nullable=True),
         sa.CheckConstraint("bonus_percent > 0", name=op.f("ck_promotions_bonus_percent_positive")),
-        sa.CheckConstraint("ends_at > starts_at", name=op.f("ck_promotions_ends_after_start")),
+        sa.CheckConstraint("ends_at >= starts_at", name=op.f("ck_promotions_ends_after_start")),
         sa.ForeignKeyConstraint(["partner_id"], ["partners.id"], name=op.f("fk_promotions_partner_id_partners")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_promotions")),
         sa.UniqueConstraint("public_id", name=op.f("uq_promotions_public_id")),

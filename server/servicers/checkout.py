@@ -8,7 +8,7 @@ import grpc
 from loyalty.v1 import checkout_service_pb2 as pb
 from loyalty.v1 import checkout_service_pb2_grpc
 
-from checkout.commands import CaptureCommand, EnrollCommand, QuoteCommand, ReleaseCommand
+from checkout.commands import ActivityAwardCommand, CaptureCommand, EnrollCommand, QuoteCommand, ReleaseCommand
 from checkout.services import CheckoutService
 from checkout.session import PartnerRef
 from common.idempotency import Outcome
@@ -95,7 +95,7 @@ class CheckoutServicer(checkout_service_pb2_grpc.CheckoutServiceServicer):
 
     def EnrollMember(self, request: pb.EnrollMemberRequest, context: grpc.ServicerContext) -> pb.EnrollMemberResponse:
         partner = _partner()
-        command = EnrollCommand(convert.member_identifier(request.member))
+        command = EnrollCommand(convert.member_identifier(request.member), referral_code=request.referral_code)
         outcome = self.service.enroll_member(partner, request.request_id, command)
         _counted(outcome, "EnrollMember")
         return pb.EnrollMemberResponse(
@@ -127,3 +127,23 @@ class CheckoutServicer(checkout_service_pb2_grpc.CheckoutServiceServicer):
             elif result.earn is not None:
                 metrics.record_points("earned", current_principal().subject, result.earn.points_earned)
         return convert.offline_results(results)
+
+    def AwardActivityPoints(
+        self, request: pb.AwardActivityPointsRequest, context: grpc.ServicerContext
+    ) -> pb.AwardActivityPointsResponse:
+        partner = _partner()
+        command = ActivityAwardCommand(
+            convert.member_identifier(request.member), convert.require_text(request.activity_code, "activity_code")
+        )
+        outcome = self.service.award_activity_points(partner, request.request_id, command)
+        _counted(outcome, "AwardActivityPoints")
+        _points("earned", outcome.result.points_awarded, outcome)
+        return convert.activity_award_response(outcome.result, outcome.is_replay)
+
+    def GetReferralCode(
+        self, request: pb.GetReferralCodeRequest, context: grpc.ServicerContext
+    ) -> pb.GetReferralCodeResponse:
+        partner = _partner()
+        identifier = convert.member_identifier(request.member)
+        member_number, code = self.service.get_referral_code(partner, identifier)
+        return pb.GetReferralCodeResponse(member_number=member_number, referral_code=code)

@@ -17,6 +17,15 @@ class Channel(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CHANNEL_ONLINE: _ClassVar[Channel]
     CHANNEL_IN_STORE: _ClassVar[Channel]
 
+class BonusKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    BONUS_KIND_UNSPECIFIED: _ClassVar[BonusKind]
+    BONUS_KIND_TIER: _ClassVar[BonusKind]
+    BONUS_KIND_SIGN_UP: _ClassVar[BonusKind]
+    BONUS_KIND_ACTIVITY: _ClassVar[BonusKind]
+    BONUS_KIND_PROMOTION: _ClassVar[BonusKind]
+    BONUS_KIND_REFERRAL: _ClassVar[BonusKind]
+
 class IdentifierKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     IDENTIFIER_KIND_UNSPECIFIED: _ClassVar[IdentifierKind]
@@ -40,6 +49,12 @@ class OfflineItemStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
 CHANNEL_UNSPECIFIED: Channel
 CHANNEL_ONLINE: Channel
 CHANNEL_IN_STORE: Channel
+BONUS_KIND_UNSPECIFIED: BonusKind
+BONUS_KIND_TIER: BonusKind
+BONUS_KIND_SIGN_UP: BonusKind
+BONUS_KIND_ACTIVITY: BonusKind
+BONUS_KIND_PROMOTION: BonusKind
+BONUS_KIND_REFERRAL: BonusKind
 IDENTIFIER_KIND_UNSPECIFIED: IdentifierKind
 IDENTIFIER_KIND_PHONE_NUMBER: IdentifierKind
 IDENTIFIER_KIND_EMAIL: IdentifierKind
@@ -88,7 +103,7 @@ class Basket(_message.Message):
     def __init__(self, currency_code: _Optional[str] = ..., total_minor: _Optional[int] = ..., lines: _Optional[_Iterable[_Union[BasketLine, _Mapping]]] = ..., paid_with_points_minor: _Optional[int] = ...) -> None: ...
 
 class Balance(_message.Message):
-    __slots__ = ("member_number", "available_points", "pending_points", "held_points", "debt_points", "expiring_soon_points", "expiring_soon_until_time")
+    __slots__ = ("member_number", "available_points", "pending_points", "held_points", "debt_points", "expiring_soon_points", "expiring_soon_until_time", "tier")
     MEMBER_NUMBER_FIELD_NUMBER: _ClassVar[int]
     AVAILABLE_POINTS_FIELD_NUMBER: _ClassVar[int]
     PENDING_POINTS_FIELD_NUMBER: _ClassVar[int]
@@ -96,6 +111,7 @@ class Balance(_message.Message):
     DEBT_POINTS_FIELD_NUMBER: _ClassVar[int]
     EXPIRING_SOON_POINTS_FIELD_NUMBER: _ClassVar[int]
     EXPIRING_SOON_UNTIL_TIME_FIELD_NUMBER: _ClassVar[int]
+    TIER_FIELD_NUMBER: _ClassVar[int]
     member_number: str
     available_points: int
     pending_points: int
@@ -103,7 +119,38 @@ class Balance(_message.Message):
     debt_points: int
     expiring_soon_points: int
     expiring_soon_until_time: _timestamp_pb2.Timestamp
-    def __init__(self, member_number: _Optional[str] = ..., available_points: _Optional[int] = ..., pending_points: _Optional[int] = ..., held_points: _Optional[int] = ..., debt_points: _Optional[int] = ..., expiring_soon_points: _Optional[int] = ..., expiring_soon_until_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    tier: TierStatus
+    def __init__(self, member_number: _Optional[str] = ..., available_points: _Optional[int] = ..., pending_points: _Optional[int] = ..., held_points: _Optional[int] = ..., debt_points: _Optional[int] = ..., expiring_soon_points: _Optional[int] = ..., expiring_soon_until_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., tier: _Optional[_Union[TierStatus, _Mapping]] = ...) -> None: ...
+
+class TierStatus(_message.Message):
+    __slots__ = ("tier_name", "bonus_percent", "qualifying_points", "next_tier_name", "points_to_next_tier", "lapse_time", "window_months")
+    TIER_NAME_FIELD_NUMBER: _ClassVar[int]
+    BONUS_PERCENT_FIELD_NUMBER: _ClassVar[int]
+    QUALIFYING_POINTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_TIER_NAME_FIELD_NUMBER: _ClassVar[int]
+    POINTS_TO_NEXT_TIER_FIELD_NUMBER: _ClassVar[int]
+    LAPSE_TIME_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_MONTHS_FIELD_NUMBER: _ClassVar[int]
+    tier_name: str
+    bonus_percent: int
+    qualifying_points: int
+    next_tier_name: str
+    points_to_next_tier: int
+    lapse_time: _timestamp_pb2.Timestamp
+    window_months: int
+    def __init__(self, tier_name: _Optional[str] = ..., bonus_percent: _Optional[int] = ..., qualifying_points: _Optional[int] = ..., next_tier_name: _Optional[str] = ..., points_to_next_tier: _Optional[int] = ..., lapse_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., window_months: _Optional[int] = ...) -> None: ...
+
+class Bonus(_message.Message):
+    __slots__ = ("kind", "points", "detail", "transaction_id")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    POINTS_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    TRANSACTION_ID_FIELD_NUMBER: _ClassVar[int]
+    kind: BonusKind
+    points: int
+    detail: str
+    transaction_id: str
+    def __init__(self, kind: _Optional[_Union[BonusKind, str]] = ..., points: _Optional[int] = ..., detail: _Optional[str] = ..., transaction_id: _Optional[str] = ...) -> None: ...
 
 class MaskedIdentifier(_message.Message):
     __slots__ = ("kind", "masked_value")
@@ -196,7 +243,7 @@ class EarnPointsRequest(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., member: _Optional[_Union[MemberIdentifier, _Mapping]] = ..., receipt_id: _Optional[str] = ..., basket: _Optional[_Union[Basket, _Mapping]] = ..., enroll_if_unknown: _Optional[bool] = ..., channel: _Optional[_Union[Channel, str]] = ..., store_id: _Optional[str] = ...) -> None: ...
 
 class EarnPointsResponse(_message.Message):
-    __slots__ = ("transaction_id", "member_number", "points_earned", "debt_repaid_points", "available_time", "expire_time", "contract_version", "newly_enrolled", "idempotent_replay")
+    __slots__ = ("transaction_id", "member_number", "points_earned", "debt_repaid_points", "available_time", "expire_time", "contract_version", "newly_enrolled", "idempotent_replay", "bonuses")
     TRANSACTION_ID_FIELD_NUMBER: _ClassVar[int]
     MEMBER_NUMBER_FIELD_NUMBER: _ClassVar[int]
     POINTS_EARNED_FIELD_NUMBER: _ClassVar[int]
@@ -206,6 +253,7 @@ class EarnPointsResponse(_message.Message):
     CONTRACT_VERSION_FIELD_NUMBER: _ClassVar[int]
     NEWLY_ENROLLED_FIELD_NUMBER: _ClassVar[int]
     IDEMPOTENT_REPLAY_FIELD_NUMBER: _ClassVar[int]
+    BONUSES_FIELD_NUMBER: _ClassVar[int]
     transaction_id: str
     member_number: str
     points_earned: int
@@ -215,7 +263,8 @@ class EarnPointsResponse(_message.Message):
     contract_version: int
     newly_enrolled: bool
     idempotent_replay: bool
-    def __init__(self, transaction_id: _Optional[str] = ..., member_number: _Optional[str] = ..., points_earned: _Optional[int] = ..., debt_repaid_points: _Optional[int] = ..., available_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., contract_version: _Optional[int] = ..., newly_enrolled: _Optional[bool] = ..., idempotent_replay: _Optional[bool] = ...) -> None: ...
+    bonuses: _containers.RepeatedCompositeFieldContainer[Bonus]
+    def __init__(self, transaction_id: _Optional[str] = ..., member_number: _Optional[str] = ..., points_earned: _Optional[int] = ..., debt_repaid_points: _Optional[int] = ..., available_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., contract_version: _Optional[int] = ..., newly_enrolled: _Optional[bool] = ..., idempotent_replay: _Optional[bool] = ..., bonuses: _Optional[_Iterable[_Union[Bonus, _Mapping]]] = ...) -> None: ...
 
 class HoldPointsRequest(_message.Message):
     __slots__ = ("request_id", "member", "points", "ttl_seconds", "currency_code", "basket_total_minor", "receipt_id")
@@ -364,7 +413,7 @@ class ReturnPurchaseRequest(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., receipt_id: _Optional[str] = ..., returned_amount_minor: _Optional[int] = ..., full_return: _Optional[bool] = ...) -> None: ...
 
 class ReturnPurchaseResponse(_message.Message):
-    __slots__ = ("member_number", "returned_total_minor", "points_reversed", "points_restored", "debt_created_points", "reversal_transaction_id", "refund_transaction_id", "idempotent_replay")
+    __slots__ = ("member_number", "returned_total_minor", "points_reversed", "points_restored", "debt_created_points", "reversal_transaction_id", "refund_transaction_id", "idempotent_replay", "bonus_points_reversed")
     MEMBER_NUMBER_FIELD_NUMBER: _ClassVar[int]
     RETURNED_TOTAL_MINOR_FIELD_NUMBER: _ClassVar[int]
     POINTS_REVERSED_FIELD_NUMBER: _ClassVar[int]
@@ -373,6 +422,7 @@ class ReturnPurchaseResponse(_message.Message):
     REVERSAL_TRANSACTION_ID_FIELD_NUMBER: _ClassVar[int]
     REFUND_TRANSACTION_ID_FIELD_NUMBER: _ClassVar[int]
     IDEMPOTENT_REPLAY_FIELD_NUMBER: _ClassVar[int]
+    BONUS_POINTS_REVERSED_FIELD_NUMBER: _ClassVar[int]
     member_number: str
     returned_total_minor: int
     points_reversed: int
@@ -381,15 +431,18 @@ class ReturnPurchaseResponse(_message.Message):
     reversal_transaction_id: str
     refund_transaction_id: str
     idempotent_replay: bool
-    def __init__(self, member_number: _Optional[str] = ..., returned_total_minor: _Optional[int] = ..., points_reversed: _Optional[int] = ..., points_restored: _Optional[int] = ..., debt_created_points: _Optional[int] = ..., reversal_transaction_id: _Optional[str] = ..., refund_transaction_id: _Optional[str] = ..., idempotent_replay: _Optional[bool] = ...) -> None: ...
+    bonus_points_reversed: int
+    def __init__(self, member_number: _Optional[str] = ..., returned_total_minor: _Optional[int] = ..., points_reversed: _Optional[int] = ..., points_restored: _Optional[int] = ..., debt_created_points: _Optional[int] = ..., reversal_transaction_id: _Optional[str] = ..., refund_transaction_id: _Optional[str] = ..., idempotent_replay: _Optional[bool] = ..., bonus_points_reversed: _Optional[int] = ...) -> None: ...
 
 class EnrollMemberRequest(_message.Message):
-    __slots__ = ("request_id", "member")
+    __slots__ = ("request_id", "member", "referral_code")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     MEMBER_FIELD_NUMBER: _ClassVar[int]
+    REFERRAL_CODE_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     member: MemberIdentifier
-    def __init__(self, request_id: _Optional[str] = ..., member: _Optional[_Union[MemberIdentifier, _Mapping]] = ...) -> None: ...
+    referral_code: str
+    def __init__(self, request_id: _Optional[str] = ..., member: _Optional[_Union[MemberIdentifier, _Mapping]] = ..., referral_code: _Optional[str] = ...) -> None: ...
 
 class EnrollMemberResponse(_message.Message):
     __slots__ = ("member", "newly_enrolled", "idempotent_replay")
@@ -575,3 +628,47 @@ class SubmitOfflineBatchResponse(_message.Message):
     RESULTS_FIELD_NUMBER: _ClassVar[int]
     results: _containers.RepeatedCompositeFieldContainer[OfflineItemResult]
     def __init__(self, results: _Optional[_Iterable[_Union[OfflineItemResult, _Mapping]]] = ...) -> None: ...
+
+class AwardActivityPointsRequest(_message.Message):
+    __slots__ = ("request_id", "member", "activity_code")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    MEMBER_FIELD_NUMBER: _ClassVar[int]
+    ACTIVITY_CODE_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    member: MemberIdentifier
+    activity_code: str
+    def __init__(self, request_id: _Optional[str] = ..., member: _Optional[_Union[MemberIdentifier, _Mapping]] = ..., activity_code: _Optional[str] = ...) -> None: ...
+
+class AwardActivityPointsResponse(_message.Message):
+    __slots__ = ("transaction_id", "member_number", "activity_code", "points_awarded", "awards_left_in_period", "expire_time", "contract_version", "idempotent_replay")
+    TRANSACTION_ID_FIELD_NUMBER: _ClassVar[int]
+    MEMBER_NUMBER_FIELD_NUMBER: _ClassVar[int]
+    ACTIVITY_CODE_FIELD_NUMBER: _ClassVar[int]
+    POINTS_AWARDED_FIELD_NUMBER: _ClassVar[int]
+    AWARDS_LEFT_IN_PERIOD_FIELD_NUMBER: _ClassVar[int]
+    EXPIRE_TIME_FIELD_NUMBER: _ClassVar[int]
+    CONTRACT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    IDEMPOTENT_REPLAY_FIELD_NUMBER: _ClassVar[int]
+    transaction_id: str
+    member_number: str
+    activity_code: str
+    points_awarded: int
+    awards_left_in_period: int
+    expire_time: _timestamp_pb2.Timestamp
+    contract_version: int
+    idempotent_replay: bool
+    def __init__(self, transaction_id: _Optional[str] = ..., member_number: _Optional[str] = ..., activity_code: _Optional[str] = ..., points_awarded: _Optional[int] = ..., awards_left_in_period: _Optional[int] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., contract_version: _Optional[int] = ..., idempotent_replay: _Optional[bool] = ...) -> None: ...
+
+class GetReferralCodeRequest(_message.Message):
+    __slots__ = ("member",)
+    MEMBER_FIELD_NUMBER: _ClassVar[int]
+    member: MemberIdentifier
+    def __init__(self, member: _Optional[_Union[MemberIdentifier, _Mapping]] = ...) -> None: ...
+
+class GetReferralCodeResponse(_message.Message):
+    __slots__ = ("member_number", "referral_code")
+    MEMBER_NUMBER_FIELD_NUMBER: _ClassVar[int]
+    REFERRAL_CODE_FIELD_NUMBER: _ClassVar[int]
+    member_number: str
+    referral_code: str
+    def __init__(self, member_number: _Optional[str] = ..., referral_code: _Optional[str] = ...) -> None: ...

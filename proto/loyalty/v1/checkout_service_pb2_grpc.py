@@ -106,6 +106,16 @@ class CheckoutServiceStub:
                 request_serializer=loyalty_dot_v1_dot_checkout__service__pb2.SubmitOfflineBatchRequest.SerializeToString,
                 response_deserializer=loyalty_dot_v1_dot_checkout__service__pb2.SubmitOfflineBatchResponse.FromString,
                 _registered_method=True)
+        self.AwardActivityPoints = channel.unary_unary(
+                '/loyalty.v1.CheckoutService/AwardActivityPoints',
+                request_serializer=loyalty_dot_v1_dot_checkout__service__pb2.AwardActivityPointsRequest.SerializeToString,
+                response_deserializer=loyalty_dot_v1_dot_checkout__service__pb2.AwardActivityPointsResponse.FromString,
+                _registered_method=True)
+        self.GetReferralCode = channel.unary_unary(
+                '/loyalty.v1.CheckoutService/GetReferralCode',
+                request_serializer=loyalty_dot_v1_dot_checkout__service__pb2.GetReferralCodeRequest.SerializeToString,
+                response_deserializer=loyalty_dot_v1_dot_checkout__service__pb2.GetReferralCodeResponse.FromString,
+                _registered_method=True)
 
 
 class CheckoutServiceServicer:
@@ -212,6 +222,24 @@ class CheckoutServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AwardActivityPoints(self, request, context):
+        """Awards a member the points of an activity this partner defined (PartnerProgrammeService), such as
+        a review, a survey or a check-in, within the activity's per-member limit. The partner funds them
+        like an earn. Beyond the limit: FAILED_PRECONDITION / ACTIVITY_LIMIT_REACHED.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetReferralCode(self, request, context):
+        """The member's shareable referral code, made the first time it is asked for. A new member who
+        gives it at EnrollMember brings both members the network's referral bonus on their first
+        purchase that earns points.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CheckoutServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -274,6 +302,16 @@ def add_CheckoutServiceServicer_to_server(servicer, server):
                     servicer.SubmitOfflineBatch,
                     request_deserializer=loyalty_dot_v1_dot_checkout__service__pb2.SubmitOfflineBatchRequest.FromString,
                     response_serializer=loyalty_dot_v1_dot_checkout__service__pb2.SubmitOfflineBatchResponse.SerializeToString,
+            ),
+            'AwardActivityPoints': grpc.unary_unary_rpc_method_handler(
+                    servicer.AwardActivityPoints,
+                    request_deserializer=loyalty_dot_v1_dot_checkout__service__pb2.AwardActivityPointsRequest.FromString,
+                    response_serializer=loyalty_dot_v1_dot_checkout__service__pb2.AwardActivityPointsResponse.SerializeToString,
+            ),
+            'GetReferralCode': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetReferralCode,
+                    request_deserializer=loyalty_dot_v1_dot_checkout__service__pb2.GetReferralCodeRequest.FromString,
+                    response_serializer=loyalty_dot_v1_dot_checkout__service__pb2.GetReferralCodeResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -611,6 +649,60 @@ class CheckoutService:
             '/loyalty.v1.CheckoutService/SubmitOfflineBatch',
             loyalty_dot_v1_dot_checkout__service__pb2.SubmitOfflineBatchRequest.SerializeToString,
             loyalty_dot_v1_dot_checkout__service__pb2.SubmitOfflineBatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AwardActivityPoints(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/loyalty.v1.CheckoutService/AwardActivityPoints',
+            loyalty_dot_v1_dot_checkout__service__pb2.AwardActivityPointsRequest.SerializeToString,
+            loyalty_dot_v1_dot_checkout__service__pb2.AwardActivityPointsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetReferralCode(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/loyalty.v1.CheckoutService/GetReferralCode',
+            loyalty_dot_v1_dot_checkout__service__pb2.GetReferralCodeRequest.SerializeToString,
+            loyalty_dot_v1_dot_checkout__service__pb2.GetReferralCodeResponse.FromString,
             options,
             channel_credentials,
             insecure,

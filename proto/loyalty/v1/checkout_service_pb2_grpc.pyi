@@ -78,6 +78,16 @@ class CheckoutServiceStub:
     answered in `results` at the same position; a refused item never fails the others. Resending
     the batch, whole or in part, is safe: an item already applied answers with its stored result.
     """
+    AwardActivityPoints: _grpc.UnaryUnaryMultiCallable[_checkout_service_pb2.AwardActivityPointsRequest, _checkout_service_pb2.AwardActivityPointsResponse]
+    """Awards a member the points of an activity this partner defined (PartnerProgrammeService), such as
+    a review, a survey or a check-in, within the activity's per-member limit. The partner funds them
+    like an earn. Beyond the limit: FAILED_PRECONDITION / ACTIVITY_LIMIT_REACHED.
+    """
+    GetReferralCode: _grpc.UnaryUnaryMultiCallable[_checkout_service_pb2.GetReferralCodeRequest, _checkout_service_pb2.GetReferralCodeResponse]
+    """The member's shareable referral code, made the first time it is asked for. A new member who
+    gives it at EnrollMember brings both members the network's referral bonus on their first
+    purchase that earns points.
+    """
 
 @_typing.type_check_only
 class CheckoutServiceAsyncStub(CheckoutServiceStub):
@@ -127,6 +137,16 @@ class CheckoutServiceAsyncStub(CheckoutServiceStub):
     with its own `request_id` and its original `business_time`. Each item is applied on its own and
     answered in `results` at the same position; a refused item never fails the others. Resending
     the batch, whole or in part, is safe: an item already applied answers with its stored result.
+    """
+    AwardActivityPoints: _aio.UnaryUnaryMultiCallable[_checkout_service_pb2.AwardActivityPointsRequest, _checkout_service_pb2.AwardActivityPointsResponse]  # type: ignore[assignment]
+    """Awards a member the points of an activity this partner defined (PartnerProgrammeService), such as
+    a review, a survey or a check-in, within the activity's per-member limit. The partner funds them
+    like an earn. Beyond the limit: FAILED_PRECONDITION / ACTIVITY_LIMIT_REACHED.
+    """
+    GetReferralCode: _aio.UnaryUnaryMultiCallable[_checkout_service_pb2.GetReferralCodeRequest, _checkout_service_pb2.GetReferralCodeResponse]  # type: ignore[assignment]
+    """The member's shareable referral code, made the first time it is asked for. A new member who
+    gives it at EnrollMember brings both members the network's referral bonus on their first
+    purchase that earns points.
     """
 
 class CheckoutServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -246,6 +266,28 @@ class CheckoutServiceServicer(metaclass=_abc_1.ABCMeta):
         with its own `request_id` and its original `business_time`. Each item is applied on its own and
         answered in `results` at the same position; a refused item never fails the others. Resending
         the batch, whole or in part, is safe: an item already applied answers with its stored result.
+        """
+
+    @_abc_1.abstractmethod
+    def AwardActivityPoints(
+        self,
+        request: _checkout_service_pb2.AwardActivityPointsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_checkout_service_pb2.AwardActivityPointsResponse, _abc.Awaitable[_checkout_service_pb2.AwardActivityPointsResponse]]:
+        """Awards a member the points of an activity this partner defined (PartnerProgrammeService), such as
+        a review, a survey or a check-in, within the activity's per-member limit. The partner funds them
+        like an earn. Beyond the limit: FAILED_PRECONDITION / ACTIVITY_LIMIT_REACHED.
+        """
+
+    @_abc_1.abstractmethod
+    def GetReferralCode(
+        self,
+        request: _checkout_service_pb2.GetReferralCodeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_checkout_service_pb2.GetReferralCodeResponse, _abc.Awaitable[_checkout_service_pb2.GetReferralCodeResponse]]:
+        """The member's shareable referral code, made the first time it is asked for. A new member who
+        gives it at EnrollMember brings both members the network's referral bonus on their first
+        purchase that earns points.
         """
 
 def add_CheckoutServiceServicer_to_server(servicer: CheckoutServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -27,6 +27,8 @@ class ActivityKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ACTIVITY_KIND_REDEMPTION_REFUND: _ClassVar[ActivityKind]
     ACTIVITY_KIND_EXPIRY: _ClassVar[ActivityKind]
     ACTIVITY_KIND_ADJUSTMENT: _ClassVar[ActivityKind]
+    ACTIVITY_KIND_BONUS: _ClassVar[ActivityKind]
+    ACTIVITY_KIND_TRANSFER: _ClassVar[ActivityKind]
 STATEMENT_SCOPE_UNSPECIFIED: StatementScope
 STATEMENT_SCOPE_OWN_SHARE: StatementScope
 STATEMENT_SCOPE_NETWORK: StatementScope
@@ -37,6 +39,8 @@ ACTIVITY_KIND_EARN_REVERSAL: ActivityKind
 ACTIVITY_KIND_REDEMPTION_REFUND: ActivityKind
 ACTIVITY_KIND_EXPIRY: ActivityKind
 ACTIVITY_KIND_ADJUSTMENT: ActivityKind
+ACTIVITY_KIND_BONUS: ActivityKind
+ACTIVITY_KIND_TRANSFER: ActivityKind
 
 class ExpiringPoints(_message.Message):
     __slots__ = ("expire_date", "expire_time", "points")

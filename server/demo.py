@@ -22,6 +22,8 @@ from common.uow import UnitOfWork
 from members.identifiers import IdentifierKind, MemberIdentifier
 from partners import services
 from partners.rates import Billing, ContractTerms
+from programme.policy import NetworkPolicy, ReferralPolicy, Tier, TierPolicy
+from programme.services import create_policy_version
 from sdk.client import CoalitionClient, Credentials
 from sdk.tokens import generate_key_pair, load_private_key, write_private_key
 from settlement.periods import Period, PeriodLength, period_of
@@ -71,6 +73,13 @@ def _key_pair(private_path: Path, public_path: Path, algorithm: str) -> str:
     return public_path.read_text()
 
 
+# The programme the demo network runs: tiers and referrals on top of the defaults.
+DEMO_POLICY = NetworkPolicy(
+    tiers=TierPolicy(tiers=(Tier("Base", 0, 0), Tier("Silver", 1_000, 50), Tier("Gold", 5_000, 100))),
+    referrals=ReferralPolicy(referrer_points=500, referred_points=250),
+)
+
+
 def seed_demo(database_url: str, keys_dir: Path, *, identifier_pepper: bytes, now: datetime | None = None) -> None:
     """Creates the demo partners, their keys (under ``keys_dir``) and contracts. Safe to rerun.
 
@@ -110,6 +119,11 @@ def seed_demo(database_url: str, keys_dir: Path, *, identifier_pepper: bytes, no
         currency, key_path = partner.terms.currency, keys_dir / f"{partner.partner_id}.pem"
         print(f"seeded {partner.partner_id} ({partner.kind}, {currency}); signing key {key_path}")
     if len(seeded) == len(DEMO_PARTNERS):
+        create_policy_version(
+            uow, RequestKey("operator:seed-demo", "seed-policy"), policy=DEMO_POLICY, effective_from=None,
+            created_by="seed-demo",
+        )  # fmt: skip
+        print("seeded the network policy: tiers Base, Silver (1,000 points, +50%), Gold (5,000, x2); referrals")
         _play_last_month(CheckoutService(uow, CheckoutSettings(identifier_pepper=identifier_pepper)), clock,
                          last_month, seeded)  # fmt: skip
         print(
@@ -176,4 +190,5 @@ def run_demo(target: str, keys_dir: Path) -> None:
         for name, client in (("Brightmart", store), ("Northwind", shop)):
             balance = client.checkout.GetBalance(pb.GetBalanceRequest(member=member)).balance
             print(f"6. {name} sees: available {balance.available_points}, pending {balance.pending_points}, "
-                  f"held {balance.held_points}, debt {balance.debt_points}")  # fmt: skip
+                  f"held {balance.held_points}, debt {balance.debt_points}; tier {balance.tier.tier_name} "
+                  f"({balance.tier.points_to_next_tier} points to {balance.tier.next_tier_name})")  # fmt: skip

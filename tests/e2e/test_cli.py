@@ -125,8 +125,8 @@ def serving(workspace: Workspace) -> Iterator[subprocess.Popen[str]]:
     workspace.ok("seed-demo")
     assert {path.name: path.read_bytes() for path in workspace.keys.iterdir()} == keys  # keys are not regenerated
     assert table_counts(workspace.environment["LOYALTY_DATABASE_URL"]) == seeded == {
-        # 3 partners x (partner, key, contract) + last month's 6 checkout calls.
-        "partners": 3, "partner_keys": 3, "contract_versions": 3, "idempotency_records": 15,
+        # 3 partners x (partner, key, contract) + the network policy + last month's 6 checkout calls.
+        "partners": 3, "partner_keys": 3, "contract_versions": 3, "idempotency_records": 16,
     }  # fmt: skip
     assert {"operator-demo.pem", "operator-demo.pub.pem"} <= set(keys)
     assert all((workspace.keys / f"{partner}.pem").stat().st_mode & 0o777 == 0o600 for partner in DEMO_PARTNERS)

@@ -32,7 +32,7 @@ from programme.visibility import (
 )
 
 # Every kind of journal transaction on a member's account (ledger/models.py).
-TRANSACTION_KINDS = ("EARN", "REDEEM", "EARN_REVERSAL", "REDEMPTION_REFUND", "EXPIRY", "ADJUSTMENT")
+TRANSACTION_KINDS = ("EARN", "REDEEM", "EARN_REVERSAL", "REDEMPTION_REFUND", "EXPIRY", "ADJUSTMENT", "TRANSFER")
 MAX_INACTIVE_DAYS = 3660
 
 

@@ -27,6 +27,7 @@ from grpc_status import rpc_status
 from loyalty.v1 import (
     card_service_pb2,
     checkout_service_pb2,
+    household_service_pb2,
     member_service_pb2,
     network_policy_service_pb2,
     partner_admin_service_pb2,
@@ -141,6 +142,7 @@ class CoalitionClient:
         )
         self.cards = ServiceClient(self, card_service_pb2.DESCRIPTOR.services_by_name["CardService"])
         self.members = ServiceClient(self, member_service_pb2.DESCRIPTOR.services_by_name["MemberService"])
+        self.households = ServiceClient(self, household_service_pb2.DESCRIPTOR.services_by_name["HouseholdService"])
 
     def close(self) -> None:
         self.channel.close()

@@ -16,6 +16,8 @@ from loyalty.v1 import (
     card_service_pb2_grpc,
     checkout_service_pb2,
     checkout_service_pb2_grpc,
+    household_service_pb2,
+    household_service_pb2_grpc,
     member_service_pb2,
     member_service_pb2_grpc,
     network_policy_service_pb2,
@@ -42,6 +44,7 @@ from common.uow import UnitOfWork
 from ledger.checks import LedgerCheck, check_ledger
 from programme.expiry import ExpiryRun, expire_lapsed_points
 from programme.goodwill import GoodwillDesk
+from programme.households import Households
 from programme.visibility import MemberReadSettings
 from server import metrics, tls
 from server.auth_stores import KeyCheckedReplayGuard, PartnerKeySource, load_operator_keys
@@ -49,6 +52,7 @@ from server.config import Settings
 from server.interceptors import AuthInterceptor, ErrorInterceptor, MetricsInterceptor, PanGuardInterceptor
 from server.servicers.cards import CardServicer
 from server.servicers.checkout import CheckoutServicer
+from server.servicers.households import HouseholdServicer
 from server.servicers.members import MemberServicer
 from server.servicers.network_policy import NetworkPolicyServicer
 from server.servicers.partner_admin import PartnerAdminServicer
@@ -69,6 +73,7 @@ SERVICE_NAMES = (
     card_service_pb2.DESCRIPTOR.services_by_name["CardService"].full_name,
     member_service_pb2.DESCRIPTOR.services_by_name["MemberService"].full_name,
     support_service_pb2.DESCRIPTOR.services_by_name["SupportService"].full_name,
+    household_service_pb2.DESCRIPTOR.services_by_name["HouseholdService"].full_name,
 )
 HEALTH_PROBE_SECONDS = 5.0
 
@@ -271,6 +276,8 @@ def create_server(app: Application, address: str | None = None) -> RunningServer
     network_policy_service_pb2_grpc.add_NetworkPolicyServiceServicer_to_server(NetworkPolicyServicer(app.uow), server)
     member_service_pb2_grpc.add_MemberServiceServicer_to_server(MemberServicer(app.uow, member_reads(app)), server)
     support_service_pb2_grpc.add_SupportServiceServicer_to_server(SupportServicer(app.goodwill), server)
+    households = Households(app.uow, identifier_pepper=app.settings.identifier_pepper.encode(), held_points=held_points)
+    household_service_pb2_grpc.add_HouseholdServiceServicer_to_server(HouseholdServicer(households), server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in ("", *SERVICE_NAMES):

@@ -288,8 +288,7 @@ def _check_limits(
             f"the household has {size} members, more than the {policy.max_household_members} transfers allow",
             max_household_members=policy.max_household_members,
         )
-    _require_age(policy, now, sender, sending, "sender")
-    _require_age(policy, now, recipient, receiving, "recipient")
+    _require_age(policy, now, ((sender, sending, "sender"), (recipient, receiving, "recipient")))
     day_start = now.replace(hour=0, minute=0, second=0, microsecond=0)
     sent_today = repository.points_sent_since(sender.id, day_start)
     if sent_today + points > policy.daily_points_per_sender:
@@ -309,18 +308,21 @@ def _check_limits(
 
 
 def _require_age(
-    policy: TransferPolicy, now: datetime, member: MemberRow, membership: MembershipRow, role: str
+    policy: TransferPolicy, now: datetime, parties: tuple[tuple[MemberRow, MembershipRow, str], ...]
 ) -> None:
-    if member.enrolled_at > now - timedelta(days=policy.min_account_age_days):
-        raise AccountTooNew(
-            f"the {role}'s account must be at least {policy.min_account_age_days} days old to transfer points",
-            member=role, min_account_age_days=policy.min_account_age_days,
-        )  # fmt: skip
-    if membership.joined_at > now - timedelta(days=policy.min_membership_days):
-        raise MembershipTooNew(
-            f"the {role} must have been in the household at least {policy.min_membership_days} days",
-            member=role, min_membership_days=policy.min_membership_days,
-        )  # fmt: skip
+    """Both accounts old enough, then both memberships: a fresh account is the first thing to say."""
+    for member, _, role in parties:
+        if member.enrolled_at > now - timedelta(days=policy.min_account_age_days):
+            raise AccountTooNew(
+                f"the {role}'s account must be at least {policy.min_account_age_days} days old to transfer points",
+                member=role, min_account_age_days=policy.min_account_age_days,
+            )  # fmt: skip
+    for _, membership, role in parties:
+        if membership.joined_at > now - timedelta(days=policy.min_membership_days):
+            raise MembershipTooNew(
+                f"the {role} must have been in the household at least {policy.min_membership_days} days",
+                member=role, min_membership_days=policy.min_membership_days,
+            )  # fmt: skip
 
 
 def _require_size(policy: TransferPolicy, size: int) -> None:

@@ -7,3 +7,10 @@ class InsufficientPoints(FailedPrecondition):
     """A spend or deduction asks for more points than the member has available (held points excluded)."""
 
     reason = "INSUFFICIENT_POINTS"
+
+
+class RecipientHasDebt(FailedPrecondition):
+    """Points transferred to a member who owes points would go to repay the debt, not to the member:
+    the transfer is refused rather than turned into a repayment nobody asked for."""
+
+    reason = "RECIPIENT_HAS_DEBT"

@@ -7,6 +7,7 @@ from datetime import datetime
 from decimal import Decimal
 
 from common.ids import new_id
+from ledger.errors import RecipientHasDebt
 from ledger.lots import LotBalance, plan_up_to
 from ledger.repository import LedgerRepository, MemberAccounts
 
@@ -192,6 +193,43 @@ class Ledger:
         self._movements(posted, "ADJUSTED", [(lot_id, -taken) for lot_id, taken in plan])
         self.repository.change_member_balance(member.member_id, -points, 0)
         return posted
+
+    def transfer(
+        self, sender: MemberAccounts, recipient: MemberAccounts, posting: Posting, plan: list[tuple[int, int]]
+    ) -> tuple[Posted, list[int]]:
+        """Moves the planned points of the sender's lots to the recipient (both already locked).
+
+        The points change owner, not issuer: each source lot gives the recipient a new lot of the same
+        issuer, contract version, price, currency, earning and expiry time, spendable at once, so
+        settlement bills an issuer on redemption when the recipient spends them (items.py). A recipient
+        in debt is refused: a credit repays debt first, and a transfer must not turn into a repayment.
+        Returns the posting and the recipient's new lots.
+        """
+        if recipient.debt_points > 0:
+            raise RecipientHasDebt(
+                f"the recipient owes {recipient.debt_points} points; transfers resume once the debt is repaid",
+                debt_points=str(recipient.debt_points),
+            )
+        points = sum(taken for _, taken in plan)
+        posted = self._post(
+            posting, points,
+            [(sender.points_account_id, DEBIT, points), (recipient.points_account_id, CREDIT, points)],
+        )  # fmt: skip
+        self.repository.change_lots([(lot_id, -taken) for lot_id, taken in plan])
+        self._movements(posted, "TRANSFERRED", [(lot_id, -taken) for lot_id, taken in plan])
+        terms = self.repository.lot_terms([lot_id for lot_id, _ in plan])
+        new_lots = []
+        for lot_id, taken in plan:
+            source = terms[lot_id]
+            new_lots.append(self.repository.insert_lot(
+                member_id=recipient.member_id, issuer_partner_id=source.issuer_partner_id,
+                source_transaction_id=posted.transaction_id, contract_version_id=source.contract_version_id,
+                points=taken, remaining_points=taken, issuance_price=source.issuance_price, currency=source.currency,
+                earned_at=source.earned_at, available_at=self.recorded_at, expires_at=source.expires_at,
+            ))  # fmt: skip
+        self.repository.change_member_balance(sender.member_id, -points, 0)
+        self.repository.change_member_balance(recipient.member_id, points, 0)
+        return posted, new_lots
 
     def _post(self, posting: Posting, points: int, lines: list[tuple[int, str, int]]) -> Posted:
         lines = [line for line in lines if line[2] > 0]

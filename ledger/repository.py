@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, case, func, select
@@ -95,6 +96,18 @@ class MemberAccounts:
 
 
 @dataclass(frozen=True)
+class LotTerms:
+    """A lot's issuer and price, and its earning and expiry times."""
+
+    issuer_partner_id: int | None
+    contract_version_id: int | None
+    issuance_price: Decimal
+    currency: str
+    earned_at: datetime
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
 class LotSummary:
     """A member's lots at one instant: spendable, pending and soon-to-expire remaining points."""
 
@@ -150,6 +163,11 @@ class LedgerRepository:
         """Every change to a member's points starts here, so changes to one member serialise."""
         return MemberAccounts(*_LOCK_MEMBER.one(self.connection, {"member": member_id}))
 
+    def lock_members(self, *member_ids: int) -> dict[int, MemberAccounts]:
+        """Locks several members, in ascending id order so that two transactions locking the same
+        members (a transfer each way between two people) never wait on each other in a cycle."""
+        return {member_id: self.lock_member(member_id) for member_id in sorted(set(member_ids))}
+
     def member_accounts(self, member_id: int) -> MemberAccounts:
         row = self.connection.execute(select(balances).where(balances.c.member_id == member_id)).one()
         return MemberAccounts(
@@ -167,6 +185,16 @@ class LedgerRepository:
     def lot_summary(self, member_id: int, now: datetime, soon: datetime) -> LotSummary:
         row = _LOT_SUMMARY.one(self.connection, {"member": member_id, "now": now, "soon": soon})
         return LotSummary(int(row[0]), int(row[1]), int(row[2]))
+
+    def lot_terms(self, lot_ids: list[int]) -> dict[int, LotTerms]:
+        """Who funded each lot and on what terms: what a lot made from it (a transfer) must carry over."""
+        rows = self.connection.execute(
+            select(
+                lots.c.id, lots.c.issuer_partner_id, lots.c.contract_version_id, lots.c.issuance_price,
+                lots.c.currency, lots.c.earned_at, lots.c.expires_at,
+            ).where(lots.c.id.in_(lot_ids))
+        )  # fmt: skip
+        return {int(row[0]): LotTerms(*row[1:]) for row in rows}
 
     def lot_of_transaction(self, transaction_id: int) -> int | None:
         lot_id = self.connection.execute(

@@ -21,12 +21,13 @@ from datetime import datetime
 from functools import partial
 from typing import Any
 
-from sqlalchemy import Connection, Select, and_, bindparam, func, select
+from sqlalchemy import ColumnElement, Connection, Select, and_, bindparam, case, func, select
 
-from common.db import UtcDateTime
+from common.db import UtcDateTime, table_of
 from common.uow import UnitOfWork
 from ledger.posting import Ledger, Posting
 from ledger.repository import LedgerRepository, lots, transactions
+from programme.models import PointTransfer
 from programme.policy import ExpiryPolicy, PolicyVersionView, add_months
 from programme.services import policy_in_force
 
@@ -34,8 +35,10 @@ from programme.services import policy_in_force
 SHOPPING_KINDS = ("EARN", "REDEEM", "EARN_REVERSAL", "REDEMPTION_REFUND")
 # What keeps points from lapsing for inactivity: shopping, support adjusting the member's points (they
 # were in touch; a goodwill grant must not lapse at the next run), a bonus (an activity award, a sign-up)
-# and a household transfer, sent or received.
+# and a household transfer sent (one received counts too: see _latest_activity).
 ACTIVITY_KINDS = (*SHOPPING_KINDS, "ADJUSTMENT", "BONUS", "TRANSFER")
+
+point_transfers = table_of(PointTransfer)
 
 # Open holds of a member at an instant (the checkout package knows holds; the server wires it in).
 HeldPoints = Callable[[Connection, int, datetime], int]
@@ -48,11 +51,26 @@ _MEMBERS_WITH_EXPIRED_LOTS = (
     .order_by(lots.c.member_id)
     .limit(bindparam("limit"))
 )
-_LAST_ACTIVITY = (
-    select(func.max(transactions.c.business_time))
-    .where(transactions.c.member_id == lots.c.member_id, transactions.c.kind.in_(ACTIVITY_KINDS))
-    .scalar_subquery()
-)
+
+
+def _latest_activity(member_id: ColumnElement[Any]) -> ColumnElement[Any]:
+    """The member's last own activity, or a household transfer they received if later: points a member
+    is given are theirs to use from then, and must not lapse at the next run for an idle account."""
+    own = (
+        select(func.max(transactions.c.business_time))
+        .where(transactions.c.member_id == member_id, transactions.c.kind.in_(ACTIVITY_KINDS))
+        .scalar_subquery()
+    )
+    received = (
+        select(func.max(point_transfers.c.transferred_at))
+        .where(point_transfers.c.recipient_member_id == member_id)
+        .scalar_subquery()
+    )
+    # Not GREATEST/max(a, b): PostgreSQL's skips NULLs, SQLite's returns NULL.
+    return case((received.is_(None), own), (own.is_(None), received), (received > own, received), else_=own)
+
+
+_LAST_ACTIVITY = _latest_activity(lots.c.member_id)
 _INACTIVE_MEMBERS = (
     select(lots.c.member_id)
     .where(_HAS_POINTS, lots.c.member_id > bindparam("after"))
@@ -62,9 +80,7 @@ _INACTIVE_MEMBERS = (
     .order_by(lots.c.member_id)
     .limit(bindparam("limit"))
 )
-_MEMBER_LAST_ACTIVITY = select(func.max(transactions.c.business_time)).where(
-    transactions.c.member_id == bindparam("member"), transactions.c.kind.in_(ACTIVITY_KINDS)
-)
+_MEMBER_LAST_ACTIVITY = select(_latest_activity(bindparam("member")))
 
 
 @dataclass(frozen=True)
@@ -165,10 +181,16 @@ def _inactivity_deadline(
     months = in_force.policy.expiry.inactivity_months
     if months is None:
         return None
-    last_activity = connection.execute(_MEMBER_LAST_ACTIVITY, {"member": member_id}).scalar()
+    last_activity = member_last_activity(connection, member_id)
     if last_activity is None:
         return None
     deadline = add_months(last_activity, months)
     if in_force.effective_from is not None:
         deadline = max(deadline, in_force.effective_from)
     return deadline if deadline <= now else None
+
+
+def member_last_activity(connection: Connection, member_id: int) -> datetime | None:
+    """The moment an inactivity rule counts from (ACTIVITY_KINDS, and transfers received)."""
+    moment = connection.execute(_MEMBER_LAST_ACTIVITY, {"member": member_id}).scalar()
+    return moment if isinstance(moment, datetime) else None

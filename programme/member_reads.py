@@ -7,13 +7,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, case, func, literal, or_, select
+from sqlalchemy import Connection, Select, and_, case, func, literal, or_, select, union_all
 
 from common.db import table_of
 from ledger.repository import entries, lots, transactions
 from members.models import Member, MemberPartnerLink
 from partners.models import Partner
 from programme.expiry import SHOPPING_KINDS
+from programme.household_repository import transfers
 
 members = table_of(Member)
 links = table_of(MemberPartnerLink)
@@ -53,12 +54,6 @@ class MemberReadRepository:
     def __init__(self, connection: Connection) -> None:
         self.connection = connection
 
-    def last_activity(self, member_id: int) -> datetime | None:
-        moment = self.connection.execute(
-            select(func.max(transactions.c.business_time)).where(transactions.c.member_id == member_id, _ACTIVITY)
-        ).scalar()
-        return moment if isinstance(moment, datetime) else None
-
     def lifetime_by_partner(self, member_id: int, only_partner_id: int | None) -> list[LifetimeRow]:
         kind, points = transactions.c.kind, transactions.c.points
         earned = func.sum(case((kind == "EARN", points), (kind == "EARN_REVERSAL", -points), else_=0))
@@ -83,29 +78,18 @@ class MemberReadRepository:
         before: tuple[datetime, int] | None,
         limit: int,
     ) -> list[ActivityRow]:
-        """The member's transactions newest first (business time, then id), after the cursor ``before``."""
-        query = (
-            select(
-                transactions.c.id, transactions.c.public_id, transactions.c.kind, partners.c.partner_code,
-                transactions.c.business_time, transactions.c.receipt_id,
-            )
-            .select_from(transactions.outerjoin(partners, partners.c.id == transactions.c.partner_id))
-            .where(transactions.c.member_id == member_id)
-            .order_by(transactions.c.business_time.desc(), transactions.c.id.desc())
-            .limit(limit)
-        )  # fmt: skip
-        if partner_id is not None:
-            query = query.where(transactions.c.partner_id == partner_id)
-        if kinds:
-            query = query.where(transactions.c.kind.in_(kinds))
-        if before is not None:
-            moment, transaction_id = before
-            query = query.where(
-                or_(
-                    transactions.c.business_time < moment,
-                    and_(transactions.c.business_time == moment, transactions.c.id < transaction_id),
-                )
-            )
+        """The member's transactions newest first (business time, then id), after the cursor ``before``:
+        their own, and transfers they received from another member of their household."""
+        own = _activity_rows(partner_id, kinds, before, limit).where(transactions.c.member_id == member_id)
+        received = (
+            _activity_rows(partner_id, kinds, before, limit)
+            .join(transfers, transfers.c.transaction_id == transactions.c.id)
+            .where(transfers.c.recipient_member_id == member_id)
+        )
+        # A union, not an OR: the member's own history still walks its index newest first, and the
+        # transfers a member receives are few (the transfer policy limits them).
+        both = union_all(select(own.subquery()), select(received.subquery())).subquery()
+        query = select(both).order_by(both.c.business_time.desc(), both.c.id.desc()).limit(limit)
         return [ActivityRow(*row) for row in self.connection.execute(query)]
 
     def member_side_points(self, transaction_ids: Sequence[int], account_ids: Sequence[int]) -> dict[int, int]:
@@ -169,6 +153,33 @@ class MemberReadRepository:
             select(partners.c.id, partners.c.partner_code).where(partners.c.id.in_(partner_ids))
         )
         return {int(partner_id): code for partner_id, code in rows}
+
+
+def _activity_rows(
+    partner_id: int | None, kinds: Sequence[str], before: tuple[datetime, int] | None, limit: int
+) -> Select[Any]:
+    query = (
+        select(
+            transactions.c.id, transactions.c.public_id, transactions.c.kind, partners.c.partner_code,
+            transactions.c.business_time, transactions.c.receipt_id,
+        )
+        .select_from(transactions.outerjoin(partners, partners.c.id == transactions.c.partner_id))
+        .order_by(transactions.c.business_time.desc(), transactions.c.id.desc())
+        .limit(limit)
+    )  # fmt: skip
+    if partner_id is not None:
+        query = query.where(transactions.c.partner_id == partner_id)
+    if kinds:
+        query = query.where(transactions.c.kind.in_(kinds))
+    if before is not None:
+        moment, transaction_id = before
+        query = query.where(
+            or_(
+                transactions.c.business_time < moment,
+                and_(transactions.c.business_time == moment, transactions.c.id < transaction_id),
+            )
+        )
+    return query
 
 
 def _last_activity_of(member_id: Any) -> Any:

@@ -12,7 +12,7 @@ from common.uow import UnitOfWork
 from ledger.lots import LotBalance
 from ledger.repository import LedgerRepository
 from members.identifiers import MemberIdentifier
-from programme.expiry import HeldPoints
+from programme.expiry import HeldPoints, member_last_activity
 from programme.member_reads import LifetimeRow, MemberReadRepository
 from programme.policy import ExpiryPolicy, TierPolicy, add_months
 from programme.services import policy_in_force
@@ -76,7 +76,7 @@ def get_member_statement(
                 tiers=policy.tiers,
             ),
             next_expiries=next_expiries(ledger.lots_with_points(member.row.id), now),
-            inactivity_expires_at=inactivity_expiry(reads.last_activity(member.row.id), expiry),
+            inactivity_expires_at=inactivity_expiry(member_last_activity(connection, member.row.id), expiry),
             lifetime=reads.lifetime_by_partner(member.row.id, member.only_partner_id),
             read_at=now,
         )

@@ -27,6 +27,7 @@ from grpc_status import rpc_status
 from loyalty.v1 import (
     card_service_pb2,
     checkout_service_pb2,
+    household_service_pb2,
     member_service_pb2,
     network_policy_service_pb2,
     partner_admin_service_pb2,
@@ -145,6 +146,7 @@ class CoalitionClient:
         self.partner_programme = ServiceClient(
             self, partner_programme_service_pb2.DESCRIPTOR.services_by_name["PartnerProgrammeService"]
         )
+        self.households = ServiceClient(self, household_service_pb2.DESCRIPTOR.services_by_name["HouseholdService"])
 
     def close(self) -> None:
         self.channel.close()

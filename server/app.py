@@ -16,6 +16,8 @@ from loyalty.v1 import (
     card_service_pb2_grpc,
     checkout_service_pb2,
     checkout_service_pb2_grpc,
+    household_service_pb2,
+    household_service_pb2_grpc,
     member_service_pb2,
     member_service_pb2_grpc,
     network_policy_service_pb2,
@@ -45,6 +47,7 @@ from common.uow import UnitOfWork
 from ledger.checks import LedgerCheck, check_ledger
 from programme.expiry import ExpiryRun, expire_lapsed_points
 from programme.goodwill import GoodwillDesk
+from programme.households import Households
 from programme.partner_programme import PartnerProgramme
 from programme.tiers import review_tiers
 from programme.visibility import MemberReadSettings
@@ -54,6 +57,7 @@ from server.config import Settings
 from server.interceptors import AuthInterceptor, ErrorInterceptor, MetricsInterceptor, PanGuardInterceptor
 from server.servicers.cards import CardServicer
 from server.servicers.checkout import CheckoutServicer
+from server.servicers.households import HouseholdServicer
 from server.servicers.members import MemberServicer
 from server.servicers.network_policy import NetworkPolicyServicer
 from server.servicers.partner_admin import PartnerAdminServicer
@@ -76,6 +80,7 @@ SERVICE_NAMES = (
     member_service_pb2.DESCRIPTOR.services_by_name["MemberService"].full_name,
     support_service_pb2.DESCRIPTOR.services_by_name["SupportService"].full_name,
     partner_programme_service_pb2.DESCRIPTOR.services_by_name["PartnerProgrammeService"].full_name,
+    household_service_pb2.DESCRIPTOR.services_by_name["HouseholdService"].full_name,
 )
 HEALTH_PROBE_SECONDS = 5.0
 
@@ -296,6 +301,8 @@ def create_server(app: Application, address: str | None = None) -> RunningServer
     partner_programme_service_pb2_grpc.add_PartnerProgrammeServiceServicer_to_server(
         PartnerProgrammeServicer(PartnerProgramme(app.uow)), server
     )
+    households = Households(app.uow, identifier_pepper=app.settings.identifier_pepper.encode(), held_points=held_points)
+    household_service_pb2_grpc.add_HouseholdServiceServicer_to_server(HouseholdServicer(households), server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in ("", *SERVICE_NAMES):

@@ -84,6 +84,9 @@ def _parser() -> argparse.ArgumentParser:
     from server.members_cli import add_members_commands
 
     add_members_commands(commands)
+    from server.households_cli import add_households_commands
+
+    add_households_commands(commands)
     from server.cards_cli import add_cards_commands
 
     add_cards_commands(commands)

@@ -85,8 +85,11 @@ def activity_response(result: ActivityPage) -> pb.ListMemberActivityResponse:
 
 
 def _activity(item: Activity) -> pb.MemberActivity:
+    # Every journal kind has a value; one added later without one reads as unspecified rather than
+    # failing the whole page.
+    kind = _KINDS.get(item.kind, pb.ACTIVITY_KIND_UNSPECIFIED)
     return pb.MemberActivity(
-        transaction_id=item.transaction_id, kind=_KINDS[item.kind], partner_code=item.partner_code or "",
+        transaction_id=item.transaction_id, kind=kind, partner_code=item.partner_code or "",
         points=item.points, business_time=timestamp(item.business_time), receipt_id=item.receipt_id or "",
     )  # fmt: skip
 

@@ -84,14 +84,19 @@ def liability_report(uow: UnitOfWork, policy: SettlementPolicy, label: str) -> L
 
 
 IssuerKey = tuple[int | None, str]
+# Transfers between household members (programme/households.py): the lots they create hold points
+# moved from other lots of the same issuer.
+_TRANSFERS = select(transactions.c.id).where(transactions.c.kind == "TRANSFER")
 
 
 def _flows(connection: Connection, starts_at: datetime, as_of: datetime) -> dict[IssuerKey, dict[str, int]]:
     flows: dict[IssuerKey, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     is_before = lots.c.earned_at < starts_at
+    # A transfer between members moves points of one issuer from a lot to a new lot: neither the new
+    # lot nor the TRANSFERRED movement changes what the issuer owes, so both are left out.
     issued = (
         select(lots.c.issuer_partner_id, lots.c.currency, is_before, func.sum(lots.c.points))
-        .where(lots.c.earned_at < as_of)
+        .where(lots.c.earned_at < as_of, lots.c.source_transaction_id.not_in(_TRANSFERS))
         .group_by(lots.c.issuer_partner_id, lots.c.currency, is_before)
     )
     for issuer, currency, before, points in connection.execute(issued):
@@ -102,7 +107,7 @@ def _flows(connection: Connection, starts_at: datetime, as_of: datetime) -> dict
                func.sum(movements.c.points_delta))
         .join(lots, lots.c.id == movements.c.lot_id)
         .join(transactions, transactions.c.id == movements.c.transaction_id)
-        .where(transactions.c.business_time < as_of)
+        .where(transactions.c.business_time < as_of, movements.c.kind != "TRANSFERRED")
         .group_by(lots.c.issuer_partner_id, lots.c.currency, movements.c.kind, moved_before)
     )  # fmt: skip
     for issuer, currency, kind, before, delta in connection.execute(moved):
@@ -140,7 +145,11 @@ def _states(connection: Connection, as_of: datetime) -> dict[IssuerKey, list[int
     query = (
         select(lots.c.issuer_partner_id, lots.c.currency, *columns)
         .outerjoin(moved, moved.c.lot_id == lots.c.id)
-        .where(lots.c.earned_at < as_of)
+        # A transferred lot keeps its source's earning time but exists only from the transfer on.
+        .where(
+            lots.c.earned_at < as_of,
+            lots.c.source_transaction_id.not_in(_TRANSFERS.where(transactions.c.business_time >= as_of)),
+        )
         .group_by(lots.c.issuer_partner_id, lots.c.currency)
     )
     return {(row[0], row[1]): [int(value) for value in row[2:]] for row in connection.execute(query)}

@@ -323,7 +323,7 @@ class SettlementRepository:
         lot_movements = _on_redemption_lot_movements(lot_movements, period_id).where(
             # Points a return takes back from the returned purchase's own lot were never spent.
             ~and_(movements.c.kind == "REVERSED", func.coalesce(_IS_OWN_LOT, False)),
-            # Points a member transfers change owner, not issuer: billed when the recipient spends them.
+            # Points a member transferred changed owner, not issuer: billed when the recipient spends them.
             movements.c.kind != "TRANSFERRED",
         )
         everything = union_all(partner_entries, reversal_credit, lot_movements)

@@ -2,8 +2,9 @@
 
 Hypothesis drives CheckoutService through earns, holds, captures, releases, redemptions, returns and the
 passing of time for a few partners and members, and the member programme through support goodwill
-(grants, deductions, a second person approving large ones) and the expiry run under a network policy
-that lapses the points of members idle for a month. A reference model implements the rules of
+(grants, deductions, a second person approving large ones), point transfers between the members (one
+household) under tight transfer limits, and the expiry run under a network policy that lapses the
+points of members idle for a month. A reference model implements the rules of
 DESIGN.md sections 2 and 4 and of the programme on its own; after every step the service's balances
 must equal the model's, the section 9 invariants must hold, and a rejected operation must have
 written nothing.
@@ -59,11 +60,21 @@ from common.db import create_engine
 from common.errors import CoalitionError
 from common.idempotency import Outcome, RequestKey
 from common.uow import UnitOfWork
+from ledger.errors import RecipientHasDebt
 from members.identifiers import MemberIdentifier
 from programme.expiry import expire_lapsed_points
 from programme.goodwill import AdjustmentCommand, AdjustmentView, GoodwillDesk
-from programme.policy import ExpiryPolicy, NetworkPolicy, add_months
+from programme.households import (
+    DailyTransferLimitExceeded,
+    Households,
+    TooManySenders,
+    TransferCommand,
+    TransferToSelf,
+    TransferView,
+)
+from programme.policy import ExpiryPolicy, NetworkPolicy, TransferPolicy, add_months
 from programme.services import create_policy_version
+from programme.visibility import OPERATOR_STAFF
 from server.app import held_points
 from tests.factories import create_partner, email
 from tests.invariants import assert_invariants
@@ -75,6 +86,12 @@ SETTINGS = CheckoutSettings(identifier_pepper=b"stateful-pepper", points_lifetim
 INACTIVITY_MONTHS = 1  # the network policy of these cases: idle members' points lapse after a month
 APPROVAL_THRESHOLD = 1_000  # the policy's default: larger goodwill adjustments need a second person
 SUPPORT, SECOND_SUPPORT = "support:alice", "support:bob"
+# The members form one household at once, and the limits are tight enough for cases to reach them: a
+# member sends at most this many points a UTC day, and receives from one member in 30 days.
+TRANSFERS = TransferPolicy(
+    daily_points_per_sender=1_500, min_account_age_days=0, min_membership_days=0, max_senders_per_recipient=1
+)
+SENDER_WINDOW = timedelta(days=30)
 
 
 @dataclass(frozen=True)
@@ -102,6 +119,8 @@ earn_receipt_choices = st.one_of(st.just(FRESH), st.just(FRESH), st.integers(0, 
 spend_percents = st.one_of(st.integers(1, 115), st.integers(60, 100))
 totals_minor = st.one_of(st.integers(0, 250), st.integers(1_000, 40_000))
 hold_ttls = st.sampled_from([60, 300, 3600])
+# Which member receives a transfer, counted on from the sender: now and then the sender themselves.
+recipient_offsets = st.sampled_from([0, 1, 1, 1, 2, 2, 2])
 clock_steps = st.sampled_from(
     [timedelta(seconds=30), timedelta(seconds=60), timedelta(seconds=300), timedelta(hours=1), timedelta(days=1),
      timedelta(days=3), timedelta(days=7), timedelta(days=7, seconds=1), timedelta(days=31)]
@@ -193,6 +212,14 @@ def share_of(points: int, returned_minor: int, total_minor: int) -> int:
     return points * returned_minor // total_minor
 
 
+@dataclass(frozen=True)
+class TransferModel:
+    sender: int
+    recipient: int
+    points: int
+    at: datetime
+
+
 class ReferenceLedger:
     """Each member's available, pending, held and debt points, purchases and holds, by the written rules."""
 
@@ -200,6 +227,7 @@ class ReferenceLedger:
         self.members = [MemberModel(identifier) for identifier in identifiers]
         self.purchases: dict[tuple[int, str], PurchaseModel] = {}
         self.holds: list[HoldModel] = []
+        self.transfers: list[TransferModel] = []
 
     # -- reading
 
@@ -367,6 +395,29 @@ class ReferenceLedger:
         model.lots_touched = True
         return points
 
+    def transfer(self, sender: int, recipient: int, points: int, now: datetime) -> int:
+        """Points from one household member's free points to another's: the transfer limits, then the
+        sender's free points, then a recipient without debt. Activity for both (programme/expiry.py)."""
+        if sender == recipient:
+            raise Rejected(TransferToSelf)
+        day_start = now.replace(hour=0, minute=0, second=0, microsecond=0)
+        sent_today = sum(moved.points for moved in self.transfers if moved.sender == sender and moved.at >= day_start)
+        if sent_today + points > TRANSFERS.daily_points_per_sender:
+            raise Rejected(DailyTransferLimitExceeded)
+        senders = {moved.sender for moved in self.transfers
+                   if moved.recipient == recipient and moved.at >= now - SENDER_WINDOW} | {sender}  # fmt: skip
+        if len(senders) > TRANSFERS.max_senders_per_recipient:
+            raise Rejected(TooManySenders)
+        self.check_spend(sender, points, now)
+        if self.members[recipient].debt:
+            raise Rejected(RecipientHasDebt)
+        self.members[sender].spendable -= points
+        self.members[sender].lots_touched = True  # which purchases' own lots gave the points is beyond the model
+        self.members[recipient].spendable += points
+        self.members[sender].last_activity = self.members[recipient].last_activity = now
+        self.transfers.append(TransferModel(sender, recipient, points, now))
+        return points
+
     def lapse_idle_members(self, now: datetime) -> int:
         """The expiry run: an idle member's available points lapse, unless an open hold keeps them active."""
         self.mature(now)
@@ -393,6 +444,7 @@ SNAPSHOT_QUERIES = {
     "open holds": "SELECT COUNT(*) FROM holds WHERE status = 'HELD'",
     "purchases returned": "SELECT COALESCE(SUM(returned_minor), 0) FROM purchases",
     "goodwill adjustments": "SELECT COUNT(*) FROM goodwill_adjustments",
+    "point transfers": "SELECT COUNT(*) FROM point_transfers",
 }
 
 
@@ -420,7 +472,7 @@ class LedgerMachine(RuleBasedStateMachine):
         self.uow = uow
         self.service = CheckoutService(uow, SETTINGS)
         self.desk = GoodwillDesk(uow, identifier_pepper=SETTINGS.identifier_pepper, held_points=held_points)
-        policy = NetworkPolicy(expiry=ExpiryPolicy(inactivity_months=INACTIVITY_MONTHS))
+        policy = NetworkPolicy(expiry=ExpiryPolicy(inactivity_months=INACTIVITY_MONTHS), transfers=TRANSFERS)
         create_policy_version(uow, RequestKey("operator:stateful", uuid.uuid4().hex), policy=policy,
                               effective_from=None, created_by="stateful")  # fmt: skip
         self.partners: list[PartnerRef] = [
@@ -430,6 +482,8 @@ class LedgerMachine(RuleBasedStateMachine):
         for identifier in identifiers:
             for partner in self.partners:
                 self.service.enroll_member(partner, uuid.uuid4().hex, EnrollCommand(identifier))
+        self.households = Households(uow, identifier_pepper=SETTINGS.identifier_pepper, held_points=held_points)
+        self.households.create(RequestKey(SUPPORT, uuid.uuid4().hex), identifiers, SUPPORT)
         self.model = ReferenceLedger(identifiers)
         self.receipt_counter = 0
         self.last_write: LastWrite | None = None
@@ -604,6 +658,21 @@ class LedgerMachine(RuleBasedStateMachine):
         )
         if result is not None:
             assert (result.status, result.points) == ("APPLIED", expected)
+
+    @rule(sender=members_, offset=recipient_offsets, percent=spend_percents)
+    def transfer(self, sender: int, offset: int, percent: int) -> None:
+        recipient = (sender + offset) % MEMBER_COUNT
+        points = self.points_to_spend(sender, percent)
+        members = self.model.members
+        command = TransferCommand(members[sender].identifier, members[recipient].identifier, points)
+        expected, result = self.write(
+            lambda key: self.send(key, command), lambda: self.model.transfer(sender, recipient, points, self.now)
+        )
+        if result is not None:
+            assert (result.points, result.transferred_at) == (expected, self.now)
+
+    def send(self, key: str, command: TransferCommand) -> Outcome[TransferView]:
+        return self.households.transfer(RequestKey(SUPPORT, key), OPERATOR_STAFF, command)
 
     def adjust(self, key: str, command: AdjustmentCommand) -> Outcome[AdjustmentView]:
         """Asks for the adjustment and, above the threshold, has a second person approve it."""

@@ -24,6 +24,8 @@ OUR_PACKAGES = (
     "checkout",
     "auth",
     "settlement",
+    "programme",
+    "cards",
     "server",
     "sdk",
 )
@@ -77,7 +79,7 @@ def error_info_of(status: grpc.Status) -> tuple[status_pb2.Status, error_details
 
 def test_the_catalog_sees_the_errors_of_every_package() -> None:
     modules = {error_class.__module__ for error_class in CONCRETE_ERRORS}
-    for package in ("common", "partners", "members", "checkout", "auth", "server"):
+    for package in ("common", "partners", "members", "checkout", "auth", "programme", "cards", "server"):
         assert any(module.startswith(f"{package}.") for module in modules), package
     assert len(CONCRETE_ERRORS) >= 50
 

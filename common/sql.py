@@ -44,6 +44,22 @@ def insert_ignoring_conflict(connection: Connection, table: Table, values: dict[
     return statement.first(connection, values) is not None
 
 
+_insert_many_ignoring: dict[tuple[str, str], Prebuilt] = {}
+
+
+def insert_many_ignoring_conflict(connection: Connection, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
+    """INSERT ... ON CONFLICT DO NOTHING of many rows in one batch, on either backend."""
+    if not rows:
+        return
+    key = (connection.dialect.name, table.name)
+    statement = _insert_many_ignoring.get(key)
+    if statement is None:
+        dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
+        statement = Prebuilt(dialect.insert(table).on_conflict_do_nothing())
+        _insert_many_ignoring[key] = statement
+    statement.run_many(connection, rows)
+
+
 class Prebuilt:
     """A Core statement built once and run many times; on PostgreSQL straight on the psycopg cursor.
 
@@ -98,6 +114,28 @@ class Prebuilt:
         compiled = self._compiled_for(connection.dialect, rows[0].keys())
         values = [compiled.values(row) for row in rows]
         _on_driver(connection, compiled.sql, lambda cursor: cursor.executemany(compiled.sql, values))
+
+    def rows_many(self, connection: Connection, rows: Sequence[Mapping[str, Any]]) -> list[list[tuple[Any, ...]]]:
+        """Runs a statement with RETURNING once per parameter set, in one batch: each set's rows, in order.
+
+        On PostgreSQL the driver pipelines the executions (one round trip for the lot), which is what
+        makes a multi-row insert whose generated ids are needed cheap.
+        """
+        if not rows:
+            return []
+        if connection.dialect.name != "postgresql":
+            return [[tuple(row) for row in connection.execute(self.statement, values)] for values in rows]
+        compiled = self._compiled_for(connection.dialect, rows[0].keys())
+        values = [compiled.values(row) for row in rows]
+
+        def execute(cursor: Any) -> list[list[tuple[Any, ...]]]:
+            cursor.executemany(compiled.sql, values, returning=True)
+            found = [compiled.processed(cursor.fetchall())]
+            while cursor.nextset():
+                found.append(compiled.processed(cursor.fetchall()))
+            return found
+
+        return _on_driver(connection, compiled.sql, execute)
 
     def _raw(self, connection: Connection, parameters: Mapping[str, Any]) -> _RawResult:
         compiled = self._compiled_for(connection.dialect, parameters.keys())

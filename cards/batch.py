@@ -9,7 +9,7 @@ a new batch reads the database again for the rest.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -22,9 +22,9 @@ from cards.items import BatchReads, CardSettings, fingerprint, receipt, replay, 
 from cards.links import CardToken
 from cards.repository import ITEM_CHANGES, TRANSACTION_CHANGES, CardRepository, StoredItem
 from cards.rules import points_to_reverse
-from checkout.repository import CheckoutRepository
 from common.errors import CoalitionError
 from common.ids import new_id
+from common.sql import pipelined
 from ledger.posting import CREDIT, DEBIT
 from ledger.repository import LedgerRepository, MemberAccounts
 
@@ -40,7 +40,9 @@ class _ItemPath(Exception):
 class _Member:
     accounts: MemberAccounts
     debt_points: int
-    spendable_points: int | None  # None: not read (no reversal in the batch)
+    # Spendable points less those open holds reserve (below zero when holds reserve more); None: not read
+    # (no reversal in the batch).
+    free_points: int | None
     points_delta: int = 0
     debt_delta: int = 0
 
@@ -59,28 +61,46 @@ class _Lot:
         return self.remaining_points > 0 and self.available_at <= now < self.expires_at
 
 
-@dataclass
 class _State:
-    """Everything the items change, in memory until written; a copy is the undo of an item."""
+    """Everything the items change, in memory until written, with the undo of the current item's changes."""
 
-    items: dict[_Key, Row]
-    transactions: dict[str, Row]
-    members: dict[int, _Member]
-    lots: dict[int, _Lot]  # by earn (journal transaction) reference
-    lot_deltas: dict[int, int]  # changes to lots that already existed
-    member_partners: set[tuple[int, int]]
-    changed: set[tuple[str, Any]]  # ("item", key) or ("transaction", bank transaction id) to write
-    journal: list[Row]  # new journal transactions; reference -(index + 1)
-    new_lots: list[Row]  # reference -(index + 1)
-    entries: list[Row]
-    movements: list[Row]
+    def __init__(self) -> None:
+        self.items: dict[_Key, Row] = {}
+        self.transactions: dict[str, Row] = {}  # by bank transaction id
+        self.members: dict[int, _Member] = {}
+        self.lots: dict[int, _Lot] = {}  # by earn (journal transaction) reference
+        self.lot_deltas: dict[int, int] = {}  # changes to lots that already existed
+        self.member_partners: set[tuple[int, int]] = set()
+        self.changed: set[tuple[str, Any]] = set()  # ("item", key) or ("transaction", bank transaction id)
+        self.journal: list[Row] = []  # new journal transactions; reference -(index + 1)
+        self.new_lots: list[Row] = []  # reference -(index + 1)
+        self.entries: list[Row] = []
+        self.movements: list[Row] = []
+        self._undo: list[Callable[[], object]] = []
 
-    def copy(self) -> _State:
-        return _State(
-            dict(self.items), dict(self.transactions), dict(self.members), dict(self.lots), dict(self.lot_deltas),
-            set(self.member_partners), set(self.changed), list(self.journal), list(self.new_lots),
-            list(self.entries), list(self.movements),
-        )  # fmt: skip
+    def begin_item(self) -> None:
+        self._undo.clear()
+
+    def undo_item(self) -> None:
+        while self._undo:
+            self._undo.pop()()
+
+    def put(self, table: dict[Any, Any], key: Any, value: Any) -> None:
+        if key in table:
+            old = table[key]
+            self._undo.append(lambda: table.__setitem__(key, old))
+        else:
+            self._undo.append(lambda: table.pop(key))
+        table[key] = value
+
+    def add(self, target: set[Any], value: Any) -> None:
+        if value not in target:
+            target.add(value)
+            self._undo.append(lambda: target.discard(value))
+
+    def append(self, target: list[Row], value: Row) -> None:
+        target.append(value)
+        self._undo.append(target.pop)
 
 
 class CardBatch:
@@ -92,19 +112,18 @@ class CardBatch:
         self.cards = CardRepository(connection)
         self.ledger = LedgerRepository(connection)
         self.links: dict[str, tuple[int, int]] = {}  # token hash -> issuer, member
-        self.held: dict[int, int] = {}
-        self.state = _State({}, {}, {}, {}, {}, set(), set(), [], [], [], [])
+        self.state = _State()
 
     def apply(self, items: Sequence[CardItemCommand]) -> list[CardItemResult]:
         """Results of the items this batch decides, from the first on: it stops before the first it does not."""
         self._read(items)
         results = []
         for item in items:
-            before = self.state.copy()
+            self.state.begin_item()
             try:
                 results.append(self._apply(item))
             except (_ItemPath, CoalitionError):
-                self.state = before
+                self.state.undo_item()
                 break
         self._write()
         return results
@@ -128,7 +147,11 @@ class CardBatch:
         is_reversing = any(item.item_type.is_reversal for item in items) or any(
             row["status"] == ItemStatus.WAITING for row in state.items.values()
         )
-        spendable = self.ledger.spendable_by_member(list(accounts), self.now, self.now) if is_reversing else {}
+        spendable: dict[int, int] = {}
+        if is_reversing:  # a reversal never takes points an open hold has reserved: what is free to take
+            spendable = self.ledger.spendable_by_member(list(accounts), self.now, self.now)
+            held = self.cards.held_by_member(list(accounts), self.now)
+            spendable = {member: points - held[member] for member, points in spendable.items()}
         for member_id, found in accounts.items():
             state.members[member_id] = _Member(found, found.debt_points, spendable.get(member_id))
         earn_ids = [row[name] for row in state.transactions.values()
@@ -181,7 +204,7 @@ class CardBatch:
         merchant_posted = bank_posted = None
         if merchant_partner is not None and earn.merchant_points > 0:
             merchant_posted = self._post_earn(item, member_id, merchant_partner, earn.merchant_points)
-            self.state.member_partners.add((member_id, merchant_partner))
+            self.state.add(self.state.member_partners, (member_id, merchant_partner))
         if earn.bank_points > 0:
             bank_posted = self._post_earn(item, member_id, self.issuer, earn.bank_points)
         cleared = {
@@ -208,7 +231,7 @@ class CardBatch:
         return result(item, ItemStatus.APPLIED, points_reversed=reversed_points, debt_points=debt)
 
     def _record(self, key: _Key, item: CardItemCommand, outcome: CardItemResult) -> None:
-        self.state.items[key] = {
+        self._set_item(key, {
             "id": None, "issuer_partner_id": self.issuer, "bank_transaction_id": item.bank_transaction_id,
             "item_type": item.item_type.value, "item_id": item.item_id, "request_hash": fingerprint(item),
             "status": outcome.status.value, "reason": outcome.reason, "amount_minor": item.amount_minor,
@@ -216,8 +239,7 @@ class CardBatch:
             "points_earned": outcome.points_earned, "points_reversed": outcome.points_reversed,
             "debt_points": outcome.debt_points, "recorded_at": self.now,
             "applied_at": self.now if outcome.status is ItemStatus.APPLIED else None,
-        }  # fmt: skip
-        self.state.changed.add(("item", key))
+        })  # fmt: skip
 
     def _apply_waiting(self, bank_transaction_id: str) -> None:
         """Reversals that arrived before this clearing take effect now, in the order they arrived."""
@@ -272,11 +294,9 @@ class CardBatch:
         if lot is None or member is None or lot.lost_points or lot.remaining_points < points:
             raise _ItemPath
         if lot.is_spendable(self.now):  # a reversal never takes points an open hold has reserved
-            if member.spendable_points is None:
+            if member.free_points is None or points > max(member.free_points, 0):
                 raise _ItemPath
-            if points > max(member.spendable_points - self._held(member.accounts.member_id), 0):
-                raise _ItemPath
-            member = replace(member, spendable_points=member.spendable_points - points)
+            member = replace(member, free_points=member.free_points - points)
         reversal = self._journal(
             kind="EARN_REVERSAL", member_id=member.accounts.member_id, partner_id=issuer,
             contract_version_id=lot.contract_version_id, business_time=business_time,
@@ -285,12 +305,13 @@ class CardBatch:
         )  # fmt: skip
         issued = self.ledger.account_id("PARTNER_ISSUED", issuer if issuer is not None else 0)
         self._entries(reversal, [(member.accounts.points_account_id, DEBIT, points), (issued, CREDIT, points)])
-        self.state.movements.append({"lot_id": lot.ref, "transaction_id": reversal, "kind": "REVERSED",
-                                     "points_delta": -points})  # fmt: skip
-        self.state.lots[earn_id] = replace(lot, remaining_points=lot.remaining_points - points)
+        state = self.state
+        state.append(state.movements, {"lot_id": lot.ref, "transaction_id": reversal, "kind": "REVERSED",
+                                       "points_delta": -points})  # fmt: skip
+        state.put(state.lots, earn_id, replace(lot, remaining_points=lot.remaining_points - points))
         if lot.ref > 0:
-            self.state.lot_deltas[lot.ref] = self.state.lot_deltas.get(lot.ref, 0) - points
-        self.state.members[member.accounts.member_id] = replace(member, points_delta=member.points_delta - points)
+            state.put(state.lot_deltas, lot.ref, state.lot_deltas.get(lot.ref, 0) - points)
+        state.put(state.members, member.accounts.member_id, replace(member, points_delta=member.points_delta - points))
 
     def _post_earn(self, item: CardItemCommand, member_id: int, partner_id: int, points: int) -> int:
         member = self.state.members.get(member_id)
@@ -312,37 +333,34 @@ class CardBatch:
             -(len(self.state.new_lots) + 1), member_id, credited, max(time + timedelta(days=terms.pending_days), time),
             self.reads.lot_expiry(time), version.id, 0,
         )  # fmt: skip
-        self.state.new_lots.append({
+        self.state.append(self.state.new_lots, {
             "member_id": member_id, "issuer_partner_id": partner_id, "source_transaction_id": earn,
             "contract_version_id": version.id, "points": points, "issuance_price": terms.issuance_price,
             "currency": terms.currency, "earned_at": time, "available_at": lot.available_at,
             "expires_at": lot.expires_at,
         })  # fmt: skip
-        self.state.lots[earn] = lot
+        self.state.put(self.state.lots, earn, lot)
         if repaid:
-            self.state.movements.append({"lot_id": lot.ref, "transaction_id": earn, "kind": "DEBT_REPAYMENT",
-                                         "points_delta": -repaid})  # fmt: skip
-        spendable = member.spendable_points
-        if spendable is not None and lot.is_spendable(self.now):
-            spendable += credited
-        self.state.members[member_id] = replace(
-            member, debt_points=member.debt_points - repaid, spendable_points=spendable,
+            self.state.append(self.state.movements, {"lot_id": lot.ref, "transaction_id": earn,
+                                                     "kind": "DEBT_REPAYMENT", "points_delta": -repaid})  # fmt: skip
+        free = member.free_points
+        if free is not None and lot.is_spendable(self.now):
+            free += credited
+        self.state.put(self.state.members, member_id, replace(
+            member, debt_points=member.debt_points - repaid, free_points=free,
             points_delta=member.points_delta + credited, debt_delta=member.debt_delta - repaid,
-        )  # fmt: skip
+        ))  # fmt: skip
         return earn
 
     def _journal(self, **values: Any) -> int:
-        self.state.journal.append(values | {"public_id": new_id(), "recorded_at": self.now})
+        self.state.append(self.state.journal, values | {"public_id": new_id(), "recorded_at": self.now})
         return -len(self.state.journal)
 
     def _entries(self, transaction: int, lines: list[tuple[int, str, int]]) -> None:
-        self.state.entries += [{"transaction_id": transaction, "account_id": account, "side": side,
-                                "amount_points": amount} for account, side, amount in lines if amount > 0]  # fmt: skip
-
-    def _held(self, member_id: int) -> int:
-        if member_id not in self.held:  # the card feed never changes holds: once per batch is enough
-            self.held[member_id] = CheckoutRepository(self.connection).held_points(member_id, self.now)
-        return self.held[member_id]
+        for account, side, amount in lines:
+            if amount > 0:
+                self.state.append(self.state.entries, {"transaction_id": transaction, "account_id": account,
+                                                       "side": side, "amount_points": amount})  # fmt: skip
 
     def _linked_member(self, item: CardItemCommand) -> int:
         link = self.links.get(self._token_hash(item) or "")
@@ -351,15 +369,17 @@ class CardBatch:
         return link[1]
 
     def _set_transaction(self, row: Row) -> None:
-        self.state.transactions[row["bank_transaction_id"]] = row
-        self.state.changed.add(("transaction", row["bank_transaction_id"]))
+        self.state.put(self.state.transactions, row["bank_transaction_id"], row)
+        self.state.add(self.state.changed, ("transaction", row["bank_transaction_id"]))
 
     def _set_item(self, key: _Key, row: Row) -> None:
-        self.state.items[key] = row
-        self.state.changed.add(("item", key))
+        self.state.put(self.state.items, key, row)
+        self.state.add(self.state.changed, ("item", key))
 
     def _write(self) -> None:
         state = self.state
+        if not state.changed:  # replays only
+            return
         journal_ids = self._write_journal()
 
         def journal_id(reference: int | None) -> int | None:
@@ -373,6 +393,11 @@ class CardBatch:
         def lot_id(reference: int) -> int:
             return lot_ids[-reference - 1] if reference < 0 else reference
 
+        with pipelined(self.connection):  # the writes below wait for the database once, together
+            self._write_rest(journal_id, lot_id)
+
+    def _write_rest(self, journal_id: Callable[[int | None], int | None], lot_id: Callable[[int], int]) -> None:
+        state = self.state
         self.ledger.insert_entries([row | {"transaction_id": journal_id(row["transaction_id"])}
                                     for row in state.entries])  # fmt: skip
         self.ledger.insert_movements([row | {"lot_id": lot_id(row["lot_id"]),

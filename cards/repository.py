@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, func, select
 
 from cards.models import CardItem, CardLink, CardMerchant, CardTransaction
+from checkout.repository import holds
 from common.db import table_of
 from common.sql import Prebuilt, insert_many_ignoring_conflict, inserted_id
 from members.repository import links as member_partner_links
@@ -64,6 +65,16 @@ _ACTIVE_LINKS = select(links.c.token_hash, links.c.id, links.c.issuer_partner_id
 )
 _MERCHANT_PARTNERS = select(merchants.c.merchant_id, merchants.c.partner_id).where(
     merchants.c.merchant_id.in_(bindparam("merchants", expanding=True))
+)
+# CheckoutRepository.held_points, for many members at once.
+_HELD_BY_MEMBER = (
+    select(holds.c.member_id, func.sum(holds.c.points))
+    .where(
+        holds.c.member_id.in_(bindparam("members", expanding=True)),
+        holds.c.status == "HELD",
+        holds.c.expires_at > bindparam("now"),
+    )
+    .group_by(holds.c.member_id)
 )
 _INSERT_ITEMS = Prebuilt(items.insert().inline())
 _INSERT_TRANSACTIONS = Prebuilt(card_transactions.insert().inline())
@@ -236,6 +247,14 @@ class CardRepository:
         if merchant_ids:
             rows = self.connection.execute(_MERCHANT_PARTNERS, {"merchants": sorted(set(merchant_ids))})
             found |= {merchant: int(partner) for merchant, partner in rows}
+        return found
+
+    def held_by_member(self, member_ids: list[int], now: datetime) -> dict[int, int]:
+        """Points held by open redemptions of each member (CheckoutRepository.held_points of each)."""
+        found = dict.fromkeys(member_ids, 0)
+        if member_ids:
+            rows = self.connection.execute(_HELD_BY_MEMBER, {"members": sorted(set(member_ids)), "now": now})
+            found |= {int(member): int(points) for member, points in rows}
         return found
 
     def insert_items(self, rows: list[dict[str, Any]]) -> None:

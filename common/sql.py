@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import base64
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -229,6 +230,36 @@ def _on_driver(connection: Connection, sql: str, work: Callable[[Any], T]) -> T:
             connection.invalidate(error)
         raise DBAPIError.instance(
             sql, None, error, dialect.loaded_dbapi.Error, hide_parameters=True,
+            connection_invalidated=is_disconnect, dialect=dialect,
+        ) from error  # fmt: skip
+
+
+@contextmanager
+def pipelined(connection: Connection) -> Iterator[None]:
+    """Prebuilt statements inside this block reach PostgreSQL together, in one round trip up to each read.
+
+    For a batch of writes nobody reads the result of: the driver queues them and waits once, at the
+    end (or when a statement's rows are fetched). A failure of any is raised as SQLAlchemy's, as
+    Prebuilt raises it. Other backends (SQLite) run the statements as they come.
+    """
+    if connection.dialect.name != "postgresql":
+        yield
+        return
+    if not connection.in_transaction():
+        connection.begin()
+    driver = connection.connection.driver_connection
+    assert driver is not None, "the connection is closed"
+    dialect = connection.dialect
+    try:
+        with driver.pipeline():
+            yield
+    except dialect.loaded_dbapi.Error as error:
+        is_disconnect = dialect.is_disconnect(error, connection.connection.dbapi_connection, None)
+        if is_disconnect:  # as _on_driver does: no pooled connection from before the outage is reused
+            connection.engine.dispose(close=False)
+            connection.invalidate(error)
+        raise DBAPIError.instance(
+            "(pipelined statements)", None, error, dialect.loaded_dbapi.Error, hide_parameters=True,
             connection_invalidated=is_disconnect, dialect=dialect,
         ) from error  # fmt: skip
 

@@ -113,6 +113,8 @@ class CardBatch:
         self.ledger = LedgerRepository(connection)
         self.links: dict[str, tuple[int, int]] = {}  # token hash -> issuer, member
         self.state = _State()
+        # Bank transactions that had a waiting item at some point of the batch: others have none to apply.
+        self.ever_waiting: set[str] = set()
 
     def apply(self, items: Sequence[CardItemCommand]) -> list[CardItemResult]:
         """Results of the items this batch decides, from the first on: it stops before the first it does not."""
@@ -133,6 +135,8 @@ class CardBatch:
         transactions = [item.bank_transaction_id for item in items]
         for row in self.cards.items_of_transactions(self.issuer, transactions):
             state.items[(row["bank_transaction_id"], row["item_type"], row["item_id"])] = row
+            if row["status"] == ItemStatus.WAITING:
+                self.ever_waiting.add(row["bank_transaction_id"])
         for row in self.cards.transactions_for_update(self.issuer, transactions):
             state.transactions[row["bank_transaction_id"]] = row
         self.reads.merchant_partners |= self.cards.merchant_partners(
@@ -231,6 +235,8 @@ class CardBatch:
         return result(item, ItemStatus.APPLIED, points_reversed=reversed_points, debt_points=debt)
 
     def _record(self, key: _Key, item: CardItemCommand, outcome: CardItemResult) -> None:
+        if outcome.status is ItemStatus.WAITING:
+            self.ever_waiting.add(item.bank_transaction_id)
         self._set_item(key, {
             "id": None, "issuer_partner_id": self.issuer, "bank_transaction_id": item.bank_transaction_id,
             "item_type": item.item_type.value, "item_id": item.item_id, "request_hash": fingerprint(item),
@@ -243,6 +249,8 @@ class CardBatch:
 
     def _apply_waiting(self, bank_transaction_id: str) -> None:
         """Reversals that arrived before this clearing take effect now, in the order they arrived."""
+        if bank_transaction_id not in self.ever_waiting:
+            return
         waiting = [(key, row) for key, row in self.state.items.items()
                    if key[0] == bank_transaction_id and row["status"] == ItemStatus.WAITING]  # fmt: skip
         # Stored ones arrived first (in id order), then this batch's (in arrival order: dict order).
@@ -393,23 +401,25 @@ class CardBatch:
         def lot_id(reference: int) -> int:
             return lot_ids[-reference - 1] if reference < 0 else reference
 
-        with pipelined(self.connection):  # the writes below wait for the database once, together
-            self._write_rest(journal_id, lot_id)
-
-    def _write_rest(self, journal_id: Callable[[int | None], int | None], lot_id: Callable[[int], int]) -> None:
-        state = self.state
-        self.ledger.insert_entries([row | {"transaction_id": journal_id(row["transaction_id"])}
-                                    for row in state.entries])  # fmt: skip
-        self.ledger.insert_movements([row | {"lot_id": lot_id(row["lot_id"]),
-                                             "transaction_id": journal_id(row["transaction_id"])}
-                                      for row in state.movements])  # fmt: skip
-        self.ledger.change_lots(sorted(state.lot_deltas.items()))
-        self.ledger.change_member_balances(sorted(
-            (member_id, member.points_delta, member.debt_delta) for member_id, member in state.members.items()
-            if member.points_delta or member.debt_delta
-        ))  # fmt: skip
-        self._write_cards(journal_id)
-        self.cards.link_members_to_partners(state.member_partners, self.now)
+        # Inserts of many rows go as COPY (little client CPU a row); the updates wait for the database once.
+        self.ledger.copy_entries([row | {"transaction_id": journal_id(row["transaction_id"])} for row in state.entries])
+        self.ledger.copy_movements([row | {"lot_id": lot_id(row["lot_id"]),
+                                           "transaction_id": journal_id(row["transaction_id"])}
+                                    for row in state.movements])  # fmt: skip
+        changed_transactions, changed_items = self._changed_cards(journal_id)
+        self.cards.insert_transactions([_without_id(row) for row in changed_transactions if row["id"] is None])
+        self.cards.insert_items([_without_id(row) for row in changed_items if row["id"] is None])
+        with pipelined(self.connection):
+            self.ledger.change_lots(sorted(state.lot_deltas.items()))
+            self.ledger.change_member_balances(sorted(
+                (member_id, member.points_delta, member.debt_delta) for member_id, member in state.members.items()
+                if member.points_delta or member.debt_delta
+            ))  # fmt: skip
+            self.cards.update_transactions(
+                [_only(row, TRANSACTION_CHANGES) for row in changed_transactions if row["id"]]
+            )
+            self.cards.update_items([_only(row, ITEM_CHANGES) for row in changed_items if row["id"]])
+            self.cards.link_members_to_partners(state.member_partners, self.now)
 
     def _write_journal(self) -> list[int]:
         """Earns first, then the reversals that refer to them (a reversal's reference must exist)."""
@@ -425,17 +435,13 @@ class CardBatch:
             ids[index] = found
         return ids
 
-    def _write_cards(self, journal_id: Any) -> None:
+    def _changed_cards(self, journal_id: Callable[[int | None], int | None]) -> tuple[list[Row], list[Row]]:
+        """The card transactions and items to write, in the order they were first changed (arrival order)."""
         state = self.state
         earn_columns = ("merchant_earn_transaction_id", "bank_earn_transaction_id")
         changed = [row for key, row in state.transactions.items() if ("transaction", key) in state.changed]
         transactions = [row | {name: journal_id(row[name]) for name in earn_columns} for row in changed]
-        self.cards.insert_transactions([_without_id(row) for row in transactions if row["id"] is None])
-        self.cards.update_transactions([_only(row, TRANSACTION_CHANGES) for row in transactions if row["id"]])
-        keys = [key for key in state.items if ("item", key) in state.changed]  # dict order: arrival order
-        changed_items = [state.items[key] for key in keys]
-        self.cards.insert_items([_without_id(row) for row in changed_items if row["id"] is None])
-        self.cards.update_items([_only(row, ITEM_CHANGES) for row in changed_items if row["id"]])
+        return transactions, [row for key, row in state.items.items() if ("item", key) in state.changed]
 
 
 def _without_id(row: Row) -> Row:

@@ -258,14 +258,14 @@ class CardRepository:
         return found
 
     def insert_items(self, rows: list[dict[str, Any]]) -> None:
-        _INSERT_ITEMS.run_many(self.connection, rows)
+        _INSERT_ITEMS.copy_rows(self.connection, rows)
 
     def update_items(self, rows: list[dict[str, Any]]) -> None:
         """Each row: ``id`` and the final values of ITEM_CHANGES."""
         _UPDATE_ITEMS.run_many(self.connection, [_changes(row, ITEM_CHANGES) for row in rows])
 
     def insert_transactions(self, rows: list[dict[str, Any]]) -> None:
-        _INSERT_TRANSACTIONS.run_many(self.connection, rows)
+        _INSERT_TRANSACTIONS.copy_rows(self.connection, rows)
 
     def update_transactions(self, rows: list[dict[str, Any]]) -> None:
         """Each row: ``id`` and the final values of TRANSACTION_CHANGES."""

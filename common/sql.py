@@ -138,6 +138,34 @@ class Prebuilt:
 
         return _on_driver(connection, compiled.sql, execute)
 
+    def copy_rows(self, connection: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Runs an INSERT of many rows as one COPY on PostgreSQL; elsewhere as run_many does.
+
+        For large batches: executemany costs the driver tens of microseconds of Python a row, COPY a
+        few. Values go through the columns' bind processors as for any prebuilt statement.
+        """
+        if not rows:
+            return
+        if connection.dialect.name != "postgresql":
+            connection.execute(self.statement, list(rows))
+            return
+        table = getattr(self.statement, "table", None)
+        if table is None or not getattr(self.statement, "is_insert", False):
+            raise ValueError("copy_rows runs INSERT statements only")
+        names = list(rows[0].keys())
+        compiled = self._compiled_for(connection.dialect, names)
+        preparer = connection.dialect.identifier_preparer
+        columns = ", ".join(preparer.quote(name) for name in names)
+        sql = f"COPY {preparer.format_table(table)} ({columns}) FROM STDIN"
+
+        def copy_in(cursor: Any) -> None:
+            with cursor.copy(sql) as copy:
+                for row in rows:
+                    values = compiled.values(row)
+                    copy.write_row([values[name] for name in names])
+
+        _on_driver(connection, sql, copy_in)
+
     def _raw(self, connection: Connection, parameters: Mapping[str, Any]) -> _RawResult:
         compiled = self._compiled_for(connection.dialect, parameters.keys())
         values = compiled.values(parameters)

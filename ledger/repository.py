@@ -283,6 +283,14 @@ class LedgerRepository:
         """Inserts many lots in one batch; their ids, in order."""
         return [int(found[0][0]) for found in _INSERT_LOT.rows_many(self.connection, rows)]
 
+    def copy_entries(self, rows: list[dict[str, Any]]) -> None:
+        """insert_entries for a large batch (COPY on PostgreSQL)."""
+        _INSERT_ENTRIES.copy_rows(self.connection, rows)
+
+    def copy_movements(self, rows: list[dict[str, Any]]) -> None:
+        """insert_movements for a large batch (COPY on PostgreSQL)."""
+        _INSERT_MOVEMENTS.copy_rows(self.connection, rows)
+
     def change_member_balances(self, changes: list[tuple[int, int, int]]) -> None:
         """(member_id, points_delta, debt_delta) for many members in one batch."""
         rows = [{"member": member, "points_delta": points, "debt_delta": debt} for member, points, debt in changes]

@@ -147,7 +147,9 @@ class CardBatch:
             self.links[token_hash] = (link.issuer_partner_id, link.member_id)
         member_ids = [member for _, member in self.links.values()]
         member_ids += [row["member_id"] for row in state.transactions.values()]
-        accounts = self.ledger.lock_members(member_ids)
+        keys = [(item.bank_transaction_id, item.item_type.value, item.item_id) for item in items]
+        is_new = any(key not in state.items for key in keys)
+        accounts = self.ledger.lock_members(member_ids) if is_new else {}  # replays change no member
         is_reversing = any(item.item_type.is_reversal for item in items) or any(
             row["status"] == ItemStatus.WAITING for row in state.items.values()
         )

@@ -36,6 +36,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from loyalty.v1 import card_service_pb2 as pb
 
 from bench.database import BENCH_PEPPER, create_database, drop_database
+from bench.profile import PySpy, summarise
 from bench.server_process import REPO_ROOT, ServerProcess
 from cards.commands import LinkCommand
 from cards.feed import CardSettings
@@ -73,6 +74,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--streams", type=int, default=4, help="concurrent StreamCardTransactions calls")
     parser.add_argument("--cards", type=int, default=2_000, help="linked cards (members)")
     parser.add_argument("--workers", type=int, default=16, help="server RPC threads (LOYALTY_WORKERS)")
+    parser.add_argument(
+        "--profile", type=Path, default=None,
+        help="sample the server with py-spy during the first seconds of the stream and write collapsed stacks here",
+    )  # fmt: skip
+    parser.add_argument("--profile-seconds", type=float, default=10.0, help="how long --profile samples")
+    parser.add_argument("--py-spy", default="py-spy", help="py-spy executable for --profile")
     return parser
 
 
@@ -89,7 +96,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             key_path = _seed(url, Path(work), arguments.cards)
             server = ServerProcess(url, Path(work) / "server.log", workers=arguments.workers, pepper=BENCH_PEPPER)
             server.start()
+            sampler = None
+            if arguments.profile is not None:
+                executable = PySpy.find(arguments.py_spy)
+                sampler = PySpy(executable, server.pid, arguments.profile, arguments.profile_seconds)
+                sampler.start()
             streamed = _stream(server.address, key_path, arguments)
+            if sampler is not None:
+                problem = sampler.wait()
+                print("\n".join(summarise(arguments.profile)) if not problem else f"py-spy failed: {problem}")
             file_rate, replay_rate = _file(server.address, key_path, Path(work), arguments)
         finally:
             if server is not None:

@@ -10,65 +10,36 @@ lots in proportion to the amount; one that arrives before its clearing waits for
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError
 
+from cards.batch import CardBatch
 from cards.commands import CardItemCommand, CardItemResult, ItemStatus, ItemType
-from cards.errors import (
-    CardCurrencyMismatch,
-    CardItemConflict,
-    CardNotLinked,
-    InvalidCardItem,
-    ReversalExceedsClearing,
-    ReversalWindowClosed,
-)
+from cards.errors import CardNotLinked, ReversalExceedsClearing, ReversalWindowClosed
+from cards.items import BatchReads, fingerprint, receipt, replay, validate
+from cards.items import CardSettings as CardSettings
+from cards.items import result as _result
 from cards.links import CardToken, require_card_issuer
-from cards.repository import CardRepository, StoredItem, TransactionRow
-from cards.rules import CardEarn, card_earn, points_to_reverse
+from cards.repository import CardRepository, TransactionRow
+from cards.rules import CardEarn, points_to_reverse
 from checkout.repository import CheckoutRepository
-from common import codec
 from common.errors import CoalitionError
-from common.pan import refuse_pan
 from common.uow import UnitOfWork
 from ledger.posting import Ledger, NewLot, Posting
 from ledger.repository import LedgerRepository, MemberAccounts
 from members.repository import MemberRepository
-from partners.rates import ContractVersionView
-from partners.services import partner_terms_in_force
-from programme.policy import add_months
-from programme.services import policy_in_force
-
-MAX_KEY_LENGTH = 64
-# A bank's clock may run a little ahead of ours; further ahead is a mistake, not a purchase.
-CLOCK_SKEW = timedelta(minutes=5)
-
-
-@dataclass(frozen=True)
-class CardSettings:
-    identifier_pepper: bytes
-    points_lifetime_days: int | None = None  # None: the network policy's, as for every earn
-    reversal_window_days: int = 180
-    # An authorisation no clearing confirmed stops showing as pending after this long.
-    authorisation_ttl_days: int = 30
-
-
-@dataclass
-class _BatchReads:
-    """What the items of one batch (one database transaction) look up again and again: read once each."""
-
-    terms: dict[tuple[int, datetime], ContractVersionView] = field(default_factory=dict)
-    merchant_partners: dict[str, int | None] = field(default_factory=dict)
 
 
 class CardFeed:
     """Applies a card-issuer's items; every outcome, rejection included, is a per-item result."""
 
-    def __init__(self, uow: UnitOfWork, settings: CardSettings) -> None:
+    def __init__(self, uow: UnitOfWork, settings: CardSettings, *, is_set_based: bool = True) -> None:
         self.uow = uow
         self.settings = settings
+        # Set-based (cards/batch.py) unless told otherwise: tests compare it with the item-by-item path.
+        self.is_set_based = is_set_based
 
     def check_issuer(self, issuer_partner_id: int) -> None:
         self.uow.run(lambda connection: require_card_issuer(connection, issuer_partner_id))
@@ -99,14 +70,22 @@ class CardFeed:
             require_card_issuer(connection, issuer)
         except CoalitionError as error:
             return [_result(item, ItemStatus.REJECTED, reason=error.reason, message=error.message) for item in items]
-        reads = _BatchReads()
-        return [self._apply_one(connection, issuer, item, reads) for item in items]
+        reads = BatchReads(connection, self.settings)
+        if not self.is_set_based:
+            return [self._apply_one(connection, issuer, item, reads) for item in items]
+        results: list[CardItemResult] = []
+        while len(results) < len(items):
+            batch = CardBatch(connection, self.settings, self.uow.clock.now(), issuer, reads)
+            results += batch.apply(items[len(results) :])
+            if len(results) < len(items):  # the batch stopped before an item it does not decide alone
+                results.append(self._apply_one(connection, issuer, items[len(results)], reads))
+        return results
 
     def _apply_one(
-        self, connection: Connection, issuer: int, item: CardItemCommand, reads: _BatchReads
+        self, connection: Connection, issuer: int, item: CardItemCommand, reads: BatchReads
     ) -> CardItemResult:
         try:
-            _validate(item, self.uow.clock.now())
+            validate(item, self.uow.clock.now())
         except CoalitionError as error:
             return self._rejected(connection, issuer, item, error)
         savepoint = connection.begin_nested()
@@ -132,11 +111,11 @@ class CardFeed:
         since = now - timedelta(days=self.settings.authorisation_ttl_days)
         return CardRepository(connection).pending_points(member_id, since)
 
-    def _apply(self, connection: Connection, issuer: int, item: CardItemCommand, reads: _BatchReads) -> CardItemResult:
+    def _apply(self, connection: Connection, issuer: int, item: CardItemCommand, reads: BatchReads) -> CardItemResult:
         step = _Step(connection, self.settings, self.uow.clock.now(), issuer, item, reads)
         stored = step.cards.item(issuer, item.bank_transaction_id, item.item_type, item.item_id)
         if stored is not None:
-            return _replay(item, stored)
+            return replay(item, stored)
         if item.item_type is ItemType.AUTHORISATION:
             result = step.authorise()
         elif item.item_type is ItemType.CLEARING:
@@ -156,9 +135,10 @@ class CardFeed:
         cards = CardRepository(connection)
         stored = cards.item(issuer, item.bank_transaction_id, item.item_type, item.item_id)
         if stored is not None:
-            return _replay(item, stored)
+            return replay(item, stored)
         result = _result(item, ItemStatus.REJECTED, reason=error.reason, message=error.message)
-        _Step(connection, self.settings, self.uow.clock.now(), issuer, item, _BatchReads()).record(result)
+        reads = BatchReads(connection, self.settings)
+        _Step(connection, self.settings, self.uow.clock.now(), issuer, item, reads).record(result)
         return None
 
 
@@ -167,7 +147,7 @@ class _Step:
 
     def __init__(
         self, connection: Connection, settings: CardSettings, now: datetime, issuer: int, item: CardItemCommand,
-        reads: _BatchReads,
+        reads: BatchReads,
     ) -> None:  # fmt: skip
         self.connection, self.settings, self.now, self.issuer, self.item = connection, settings, now, issuer, item
         self.reads = reads
@@ -233,7 +213,7 @@ class _Step:
         item = self.item
         self.cards.insert_item(
             issuer_partner_id=self.issuer, bank_transaction_id=item.bank_transaction_id,
-            item_type=item.item_type.value, item_id=item.item_id, request_hash=_fingerprint(item),
+            item_type=item.item_type.value, item_id=item.item_id, request_hash=fingerprint(item),
             status=result.status.value, reason=result.reason, amount_minor=item.amount_minor,
             transaction_time=item.transaction_time, pending_points=result.pending_points,
             points_earned=result.points_earned, points_reversed=result.points_reversed,
@@ -297,7 +277,7 @@ class _Step:
         posting = Posting(
             kind="EARN_REVERSAL", member_id=transaction.member_id, partner_id=issuer,
             contract_version_id=records.contract_version_of(earn_id), business_time=business_time,
-            receipt_id=_receipt(self.item.bank_transaction_id), amount_minor=amount_minor,
+            receipt_id=receipt(self.item.bank_transaction_id), amount_minor=amount_minor,
             currency=transaction.currency, references_transaction_id=earn_id,
         )  # fmt: skip
         _, debt = self.ledger.reverse_earn(
@@ -308,27 +288,21 @@ class _Step:
         return debt
 
     def _post_earn(self, accounts: MemberAccounts, partner_id: int, points: int) -> int:
-        item, version = self.item, self._terms(partner_id)
+        item, version = self.item, self.reads.terms_of(partner_id, self.item.transaction_time)
         time = item.transaction_time
         posting = Posting(
             kind="EARN", member_id=accounts.member_id, partner_id=partner_id, contract_version_id=version.id,
-            business_time=time, receipt_id=_receipt(item.bank_transaction_id), amount_minor=item.amount_minor,
+            business_time=time, receipt_id=receipt(item.bank_transaction_id), amount_minor=item.amount_minor,
             currency=version.terms.currency,
         )  # fmt: skip
         lot = NewLot(
             issuer_partner_id=partner_id, contract_version_id=version.id, issuance_price=version.terms.issuance_price,
             currency=version.terms.currency, earned_at=time,
             available_at=max(time + timedelta(days=version.terms.pending_days), time),
-            expires_at=self._lot_expiry(time),
+            expires_at=self.reads.lot_expiry(time),
         )  # fmt: skip
         posted, _, _ = self.ledger.earn(accounts, posting, points, lot)
         return posted.transaction_id
-
-    def _lot_expiry(self, earned_at: datetime) -> datetime:
-        if self.settings.points_lifetime_days is not None:
-            return earned_at + timedelta(days=self.settings.points_lifetime_days)
-        months = policy_in_force(self.connection, earned_at).policy.expiry.lifetime_months
-        return add_months(earned_at, months)
 
     def _linked_member(self) -> int:
         token = CardToken.of(self.item.card_token, self.settings.identifier_pepper)
@@ -338,65 +312,4 @@ class _Step:
         return link.member_id
 
     def _earn(self, amount_minor: int) -> tuple[int | None, CardEarn]:
-        merchants = self.reads.merchant_partners
-        if self.item.merchant_id not in merchants:
-            merchants[self.item.merchant_id] = self.cards.merchant_partner(self.item.merchant_id)
-        merchant_partner = merchants[self.item.merchant_id]
-        merchant_terms = None
-        if merchant_partner is not None:
-            merchant_terms = self._terms(merchant_partner).terms
-            _require_currency(self.item.currency, merchant_terms.currency, "the merchant partner")
-        bank_terms = self._terms(self.issuer).terms
-        _require_currency(self.item.currency, bank_terms.currency, "the card issuer")
-        return merchant_partner, card_earn(amount_minor, merchant_terms, bank_terms)
-
-    def _terms(self, partner_id: int) -> ContractVersionView:
-        # A version in force at a time stays so: versions never take effect in the past.
-        key = (partner_id, self.item.transaction_time)
-        if key not in self.reads.terms:
-            self.reads.terms[key] = partner_terms_in_force(self.connection, partner_id, self.item.transaction_time)
-        return self.reads.terms[key]
-
-
-def _require_currency(currency: str, expected: str, whose: str) -> None:
-    if currency != expected:
-        raise CardCurrencyMismatch(f"{whose} settles in {expected}, not {currency}", expected=expected)
-
-
-def _validate(item: CardItemCommand, now: datetime) -> None:
-    for name in ("bank_transaction_id", "item_id", "card_token", "merchant_id", "currency"):
-        refuse_pan(name, getattr(item, name))
-    keys = (item.bank_transaction_id, item.item_id, item.merchant_id)
-    if not item.bank_transaction_id or any(len(key) > MAX_KEY_LENGTH or not key.isprintable() for key in keys):
-        raise InvalidCardItem(f"bank_transaction_id is required; ids are at most {MAX_KEY_LENGTH} printable characters")
-    if item.item_type.is_reversal != bool(item.item_id):
-        raise InvalidCardItem("refunds and chargebacks carry an item_id; authorisations and clearings do not")
-    if item.amount_minor <= 0:
-        raise InvalidCardItem("amount_minor must be positive")
-    if not item.item_type.is_reversal and not (item.merchant_id and item.card_token):
-        raise InvalidCardItem("authorisations and clearings name the card_token and the merchant_id")
-    if item.transaction_time > now + CLOCK_SKEW:
-        raise InvalidCardItem("transaction_time is in the future")
-
-
-def _fingerprint(item: CardItemCommand) -> str:
-    # The token enters the hash only through its keyed hash elsewhere: hash the item without it.
-    return codec.fingerprint(replace(item, card_token=""))
-
-
-def _receipt(bank_transaction_id: str) -> str:
-    return f"card:{bank_transaction_id}"
-
-
-def _result(item: CardItemCommand, status: ItemStatus, **values: object) -> CardItemResult:
-    return CardItemResult(item.bank_transaction_id, item.item_type.value, item.item_id, status, **values)  # type: ignore[arg-type]
-
-
-def _replay(item: CardItemCommand, stored: StoredItem) -> CardItemResult:
-    if stored.request_hash != _fingerprint(item):
-        raise CardItemConflict("this item was already received with different content; the first one stands")
-    return CardItemResult(
-        item.bank_transaction_id, stored.item_type, stored.item_id, ItemStatus(stored.status), reason=stored.reason,
-        pending_points=stored.pending_points, points_earned=stored.points_earned,
-        points_reversed=stored.points_reversed, debt_points=stored.debt_points, is_replay=True,
-    )  # fmt: skip
+        return self.reads.earn(self.issuer, self.item, amount_minor)

@@ -9,8 +9,10 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, func, select
 
 from cards.models import CardItem, CardLink, CardMerchant, CardTransaction
+from checkout.repository import holds
 from common.db import table_of
-from common.sql import inserted_id
+from common.sql import Prebuilt, insert_many_ignoring_conflict, inserted_id
+from members.repository import links as member_partner_links
 
 links = table_of(CardLink)
 merchants = table_of(CardMerchant)
@@ -39,6 +41,58 @@ _PENDING = select(func.coalesce(func.sum(card_transactions.c.pending_points), 0)
     card_transactions.c.member_id == bindparam("member"),
     card_transactions.c.cleared_at.is_(None),
     card_transactions.c.authorised_at > bindparam("since"),
+)
+# A batch reads what its items need with one statement each and writes with one batch each.
+_ITEMS_OF_TRANSACTIONS = (
+    select(items)
+    .where(
+        items.c.issuer_partner_id == bindparam("issuer"),
+        items.c.bank_transaction_id.in_(bindparam("transactions", expanding=True)),
+    )
+    .order_by(items.c.id)
+)
+_TRANSACTIONS_FOR_UPDATE = (
+    select(card_transactions)
+    .where(
+        card_transactions.c.issuer_partner_id == bindparam("issuer"),
+        card_transactions.c.bank_transaction_id.in_(bindparam("transactions", expanding=True)),
+    )
+    .order_by(card_transactions.c.id)
+    .with_for_update()
+)
+_ACTIVE_LINKS = select(links.c.token_hash, links.c.id, links.c.issuer_partner_id, links.c.member_id).where(
+    links.c.token_hash.in_(bindparam("hashes", expanding=True)), links.c.unlinked_at.is_(None)
+)
+_MERCHANT_PARTNERS = select(merchants.c.merchant_id, merchants.c.partner_id).where(
+    merchants.c.merchant_id.in_(bindparam("merchants", expanding=True))
+)
+# CheckoutRepository.held_points, for many members at once.
+_HELD_BY_MEMBER = (
+    select(holds.c.member_id, func.sum(holds.c.points))
+    .where(
+        holds.c.member_id.in_(bindparam("members", expanding=True)),
+        holds.c.status == "HELD",
+        holds.c.expires_at > bindparam("now"),
+    )
+    .group_by(holds.c.member_id)
+)
+_INSERT_ITEMS = Prebuilt(items.insert().inline())
+_INSERT_TRANSACTIONS = Prebuilt(card_transactions.insert().inline())
+# What a later item changes on a card transaction or on an item: every column that ever changes.
+TRANSACTION_CHANGES = (
+    "merchant_partner_id", "pending_points", "cleared_minor", "cleared_at", "merchant_points", "bank_points",
+    "merchant_earn_transaction_id", "bank_earn_transaction_id", "reversed_minor",
+)  # fmt: skip
+ITEM_CHANGES = ("status", "reason", "points_reversed", "debt_points", "applied_at")
+_UPDATE_TRANSACTIONS = Prebuilt(
+    card_transactions.update()
+    .where(card_transactions.c.id == bindparam("row_id"))
+    .values({name: bindparam(f"new_{name}") for name in TRANSACTION_CHANGES})
+)
+_UPDATE_ITEMS = Prebuilt(
+    items.update()
+    .where(items.c.id == bindparam("row_id"))
+    .values({name: bindparam(f"new_{name}") for name in ITEM_CHANGES})
 )
 _INSERT_ITEM = items.insert()
 _INSERT_TRANSACTION = card_transactions.insert()
@@ -165,3 +219,63 @@ class CardRepository:
     def pending_points(self, member_id: int, since: datetime) -> int:
         """Points of authorisations since ``since`` that no clearing has confirmed yet."""
         return int(self.connection.execute(_PENDING, {"member": member_id, "since": since}).scalar_one())
+
+    # A batch of items: reads of many keys at once, writes of many rows at once.
+    def items_of_transactions(self, issuer: int, transactions: list[str]) -> list[dict[str, Any]]:
+        """Every stored item of these bank transactions, as column values, in the order they were stored."""
+        if not transactions:
+            return []
+        parameters = {"issuer": issuer, "transactions": sorted(set(transactions))}
+        return [dict(row._mapping) for row in self.connection.execute(_ITEMS_OF_TRANSACTIONS, parameters)]
+
+    def transactions_for_update(self, issuer: int, transactions: list[str]) -> list[dict[str, Any]]:
+        """These bank transactions' rows, locked, as column values."""
+        if not transactions:
+            return []
+        parameters = {"issuer": issuer, "transactions": sorted(set(transactions))}
+        return [dict(row._mapping) for row in self.connection.execute(_TRANSACTIONS_FOR_UPDATE, parameters)]
+
+    def active_links(self, token_hashes: list[str]) -> dict[str, ActiveLink]:
+        if not token_hashes:
+            return {}
+        rows = self.connection.execute(_ACTIVE_LINKS, {"hashes": sorted(set(token_hashes))})
+        return {token_hash: ActiveLink(link_id, issuer, member) for token_hash, link_id, issuer, member in rows}
+
+    def merchant_partners(self, merchant_ids: list[str]) -> dict[str, int | None]:
+        """The partner of each merchant id (None: not a partner's)."""
+        found: dict[str, int | None] = dict.fromkeys(merchant_ids)
+        if merchant_ids:
+            rows = self.connection.execute(_MERCHANT_PARTNERS, {"merchants": sorted(set(merchant_ids))})
+            found |= {merchant: int(partner) for merchant, partner in rows}
+        return found
+
+    def held_by_member(self, member_ids: list[int], now: datetime) -> dict[int, int]:
+        """Points held by open redemptions of each member (CheckoutRepository.held_points of each)."""
+        found = dict.fromkeys(member_ids, 0)
+        if member_ids:
+            rows = self.connection.execute(_HELD_BY_MEMBER, {"members": sorted(set(member_ids)), "now": now})
+            found |= {int(member): int(points) for member, points in rows}
+        return found
+
+    def insert_items(self, rows: list[dict[str, Any]]) -> None:
+        _INSERT_ITEMS.copy_rows(self.connection, rows)
+
+    def update_items(self, rows: list[dict[str, Any]]) -> None:
+        """Each row: ``id`` and the final values of ITEM_CHANGES."""
+        _UPDATE_ITEMS.run_many(self.connection, [_changes(row, ITEM_CHANGES) for row in rows])
+
+    def insert_transactions(self, rows: list[dict[str, Any]]) -> None:
+        _INSERT_TRANSACTIONS.copy_rows(self.connection, rows)
+
+    def update_transactions(self, rows: list[dict[str, Any]]) -> None:
+        """Each row: ``id`` and the final values of TRANSACTION_CHANGES."""
+        _UPDATE_TRANSACTIONS.run_many(self.connection, [_changes(row, TRANSACTION_CHANGES) for row in rows])
+
+    def link_members_to_partners(self, pairs: set[tuple[int, int]], now: datetime) -> None:
+        """What MemberRepository.link_partner does, for many (member, partner) pairs in one batch."""
+        rows = [{"member_id": member, "partner_id": partner, "first_seen_at": now} for member, partner in sorted(pairs)]
+        insert_many_ignoring_conflict(self.connection, member_partner_links, rows)
+
+
+def _changes(row: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
+    return {"row_id": row["id"]} | {f"new_{name}": row[name] for name in names}

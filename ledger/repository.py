@@ -81,6 +81,49 @@ _CHANGE_BALANCE = Prebuilt(
     )
 )
 
+# Batch statements (a batch of card items): one statement for many members, lots or transactions.
+_LOCK_MEMBERS = (
+    select(
+        balances.c.member_id,
+        balances.c.points_account_id,
+        balances.c.debt_account_id,
+        balances.c.points_balance,
+        balances.c.debt_points,
+    )
+    .where(balances.c.member_id.in_(bindparam("members", expanding=True)))
+    .order_by(balances.c.member_id)  # every batch locks in the same order: two batches never deadlock here
+    .with_for_update()
+)
+_SPENDABLE_BY_MEMBER = (
+    select(lots.c.member_id, func.sum(lots.c.remaining_points))
+    .where(
+        lots.c.member_id.in_(bindparam("members", expanding=True)),
+        lots.c.remaining_points > 0,
+        lots.c.available_at <= bindparam("now"),
+        lots.c.expires_at > bindparam("live_until"),
+    )
+    .group_by(lots.c.member_id)
+)
+_LOST = (
+    select(func.coalesce(func.sum(-movements.c.points_delta), 0))
+    .where(movements.c.lot_id == lots.c.id, movements.c.kind.in_(("EXPIRED", "ADJUSTED")))
+    .scalar_subquery()
+)
+_EARN_LOTS = (
+    select(
+        lots.c.source_transaction_id,
+        lots.c.id,
+        lots.c.member_id,
+        lots.c.remaining_points,
+        lots.c.available_at,
+        lots.c.expires_at,
+        transactions.c.contract_version_id,
+        _LOST,
+    )
+    .join(transactions, transactions.c.id == lots.c.source_transaction_id)
+    .where(lots.c.source_transaction_id.in_(bindparam("transactions", expanding=True)))
+)
+
 # Partner and operator account ids never change once created; cached per database.
 _account_ids: dict[tuple[str, str, int], int] = {}
 _account_ids_lock = threading.Lock()
@@ -114,6 +157,20 @@ class LotSummary:
     spendable: int
     pending: int
     expiring_soon: int
+
+
+@dataclass(frozen=True)
+class EarnLot:
+    """The lot an earn created, as a reversal of that earn needs it."""
+
+    earn_transaction_id: int
+    lot_id: int
+    member_id: int
+    remaining_points: int
+    available_at: datetime
+    expires_at: datetime
+    contract_version_id: int | None
+    lost_points: int  # expired or deducted by support: already gone unspent
 
 
 class LedgerRepository:
@@ -222,6 +279,51 @@ class LedgerRepository:
         _CHANGE_BALANCE.run(
             self.connection, {"member": member_id, "points_delta": points_delta, "debt_delta": debt_delta}
         )
+
+    def lock_members(self, member_ids: list[int]) -> dict[int, MemberAccounts]:
+        """Locks many members at once, in member id order; their accounts by member id."""
+        if not member_ids:
+            return {}
+        rows = self.connection.execute(_LOCK_MEMBERS, {"members": sorted(set(member_ids))})
+        return {row[0]: MemberAccounts(*row) for row in rows}
+
+    def spendable_by_member(self, member_ids: list[int], now: datetime, live_until: datetime) -> dict[int, int]:
+        """``spendable`` of many members in one statement (members without spendable points: 0)."""
+        found = dict.fromkeys(member_ids, 0)
+        if member_ids:
+            parameters = {"members": sorted(set(member_ids)), "now": now, "live_until": live_until}
+            found |= {int(member): int(points) for member, points in self.connection.execute(
+                _SPENDABLE_BY_MEMBER, parameters)}  # fmt: skip
+        return found
+
+    def earn_lots(self, earn_transaction_ids: list[int]) -> dict[int, EarnLot]:
+        """The lots of these earns, by earn transaction id (an earn without a lot is absent)."""
+        if not earn_transaction_ids:
+            return {}
+        rows = self.connection.execute(_EARN_LOTS, {"transactions": sorted(set(earn_transaction_ids))})
+        return {int(row[0]): EarnLot(*row) for row in rows}
+
+    def insert_transactions(self, rows: list[dict[str, Any]]) -> list[int]:
+        """Inserts many journal transactions in one batch; their ids, in order."""
+        return [int(found[0][0]) for found in _INSERT_TRANSACTION.rows_many(self.connection, rows)]
+
+    def insert_lots(self, rows: list[dict[str, Any]]) -> list[int]:
+        """Inserts many lots in one batch; their ids, in order."""
+        return [int(found[0][0]) for found in _INSERT_LOT.rows_many(self.connection, rows)]
+
+    def copy_entries(self, rows: list[dict[str, Any]]) -> None:
+        """insert_entries for a large batch (COPY on PostgreSQL)."""
+        _INSERT_ENTRIES.copy_rows(self.connection, rows)
+
+    def copy_movements(self, rows: list[dict[str, Any]]) -> None:
+        """insert_movements for a large batch (COPY on PostgreSQL)."""
+        _INSERT_MOVEMENTS.copy_rows(self.connection, rows)
+
+    def change_member_balances(self, changes: list[tuple[int, int, int]]) -> None:
+        """(member_id, points_delta, debt_delta) for many members in one batch."""
+        rows = [{"member": member, "points_delta": points, "debt_delta": debt} for member, points, debt in changes]
+        if rows:
+            _CHANGE_BALANCE.run_many(self.connection, rows)
 
     def lot_points_removed(self, lot_id: int, *, kinds: tuple[str, ...]) -> int:
         """Points the lot lost through movements of these kinds."""

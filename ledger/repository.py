@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -220,11 +221,6 @@ class LedgerRepository:
         """Every change to a member's points starts here, so changes to one member serialise."""
         return MemberAccounts(*_LOCK_MEMBER.one(self.connection, {"member": member_id}))
 
-    def lock_members(self, *member_ids: int) -> dict[int, MemberAccounts]:
-        """Locks several members, in ascending id order so that two transactions locking the same
-        members (a transfer each way between two people) never wait on each other in a cycle."""
-        return {member_id: self.lock_member(member_id) for member_id in sorted(set(member_ids))}
-
     def member_accounts(self, member_id: int) -> MemberAccounts:
         row = self.connection.execute(select(balances).where(balances.c.member_id == member_id)).one()
         return MemberAccounts(
@@ -280,8 +276,11 @@ class LedgerRepository:
             self.connection, {"member": member_id, "points_delta": points_delta, "debt_delta": debt_delta}
         )
 
-    def lock_members(self, member_ids: list[int]) -> dict[int, MemberAccounts]:
-        """Locks many members at once, in member id order; their accounts by member id."""
+    def lock_members(self, member_ids: Iterable[int]) -> dict[int, MemberAccounts]:
+        """Locks many members at once, in ascending id order, so that two transactions locking the same
+        members (a transfer each way, two card batches) never wait on each other in a cycle; their
+        accounts by member id."""
+        member_ids = list(member_ids)
         if not member_ids:
             return {}
         rows = self.connection.execute(_LOCK_MEMBERS, {"members": sorted(set(member_ids))})

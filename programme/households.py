@@ -147,7 +147,7 @@ class Households:
             if len({row.id for row in found}) != len(found):
                 raise InvalidHousehold("a member is named twice", field="members")
             _require_size(policy_in_force(connection, now).policy.transfers, len(found))
-            LedgerRepository(connection).lock_members(*(row.id for row in found))  # serialise with transfers
+            LedgerRepository(connection).lock_members(row.id for row in found)  # serialise with transfers
             repository = HouseholdRepository(connection)
             for row in found:
                 _require_no_household(repository, row)
@@ -232,7 +232,7 @@ class Households:
             policy = policy_in_force(connection, now).policy.transfers
             if policy.daily_points_per_sender == 0:
                 raise TransfersDisabled("the network policy has point transfers turned off")
-            locked = LedgerRepository(connection).lock_members(sender.id, recipient.id)
+            locked = LedgerRepository(connection).lock_members([sender.id, recipient.id])
             households = HouseholdRepository(connection)
             household_id = _check_limits(households, policy, sender, recipient, command.points, now)
             posted = self._move(connection, locked[sender.id], locked[recipient.id], command.points, now)

@@ -3,8 +3,9 @@
 Hypothesis drives CheckoutService through earns, holds, captures, releases, redemptions, returns and the
 passing of time for a few partners and members, and the member programme through support goodwill
 (grants, deductions, a second person approving large ones), point transfers between the members (one
-household) under tight transfer limits, and the expiry run under a network policy that lapses the
-points of members idle for a month. A reference model implements the rules of
+household) under tight transfer limits, a partner's promotion (a bonus lot on each of its earns that
+returns take back in proportion), a partner's activity awards within their daily limit, and the
+expiry run under a network policy that lapses the points of members idle for a month. A reference model implements the rules of
 DESIGN.md sections 2 and 4 and of the programme on its own; after every step the service's balances
 must equal the model's, the section 9 invariants must hold, and a rejected operation must have
 written nothing.
@@ -15,7 +16,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
 from typing import Any
@@ -34,6 +35,7 @@ from hypothesis.stateful import (
 from sqlalchemy import Engine, text
 
 from checkout.commands import (
+    ActivityAwardCommand,
     Basket,
     CaptureCommand,
     EarnCommand,
@@ -72,6 +74,7 @@ from programme.households import (
     TransferToSelf,
     TransferView,
 )
+from programme.partner_programme import ActivityCommand, ActivityLimitReached, PartnerProgramme, PromotionCommand
 from programme.policy import ExpiryPolicy, NetworkPolicy, TransferPolicy, add_months
 from programme.services import create_policy_version
 from programme.visibility import OPERATOR_STAFF
@@ -92,6 +95,11 @@ TRANSFERS = TransferPolicy(
     daily_points_per_sender=1_500, min_account_age_days=0, min_membership_days=0, max_senders_per_recipient=1
 )
 SENDER_WINDOW = timedelta(days=30)
+# Partner 1 (the one with a pending period) runs a promotion for the whole case: +50% on its earns, a
+# bonus lot of its own that a return takes back in proportion.
+PROMOTION_PARTNER, PROMOTION_PERCENT = 1, 50
+# Partner 0 awards points for an activity, at most twice a UTC day per member.
+ACTIVITY_PARTNER, ACTIVITY_CODE, ACTIVITY_POINTS, ACTIVITY_DAILY_LIMIT = 0, "CHECK_IN", 40, 2
 
 
 @dataclass(frozen=True)
@@ -172,6 +180,9 @@ class PurchaseModel:
     returned_minor: int = 0
     points_reversed: int = 0
     points_restored: int = 0
+    bonus_earned: int = 0  # the promotion's bonus lot (programme/bonuses.py)
+    bonus_lot: PendingLot | None = None
+    bonus_reversed: int = 0
 
 
 @dataclass
@@ -228,6 +239,7 @@ class ReferenceLedger:
         self.purchases: dict[tuple[int, str], PurchaseModel] = {}
         self.holds: list[HoldModel] = []
         self.transfers: list[TransferModel] = []
+        self.activity_awards: dict[tuple[int, date], int] = {}
 
     # -- reading
 
@@ -287,7 +299,29 @@ class ReferenceLedger:
             purchase = self.purchases[(partner, receipt_id)] = PurchaseModel(partner, receipt_id, member)
         purchase.total_minor, purchase.is_earned, purchase.points_earned = total_minor, True, points
         purchase.own_lot = own_lot
+        # The promotion's bonus: a lot of its own, pending like the earn, after the earn repaid debt.
+        bonus = points * PROMOTION_PERCENT // 100 if partner == PROMOTION_PARTNER else 0
+        if bonus:
+            bonus_repaid = min(model.debt, bonus)
+            model.debt -= bonus_repaid
+            purchase.bonus_lot = PendingLot(bonus - bonus_repaid, now + timedelta(days=plan.pending_days))
+            model.pending_lots.append(purchase.bonus_lot)
+        purchase.bonus_earned = bonus
         return points, repaid
+
+    def award_activity(self, member: int, now: datetime) -> int:
+        """The activity's points, spendable at once (repaying debt first), within the daily limit."""
+        day = now.date()
+        awards = self.activity_awards.setdefault((member, day), 0)
+        if awards >= ACTIVITY_DAILY_LIMIT:
+            raise Rejected(ActivityLimitReached)
+        self.activity_awards[(member, day)] = awards + 1
+        model = self.members[member]
+        repaid = min(model.debt, ACTIVITY_POINTS)
+        model.debt -= repaid
+        model.spendable += ACTIVITY_POINTS - repaid
+        model.last_activity = now
+        return ACTIVITY_POINTS
 
     def check_spend(self, member: int, points: int, now: datetime, *, excluding: HoldModel | None = None) -> None:
         self.mature(now)
@@ -373,7 +407,21 @@ class ReferenceLedger:
         member.spendable -= from_balance
         debt = still_owed - from_balance
         member.debt += debt
-        if to_reverse or restored:
+        # The promotion's bonus goes in the same proportion, the same way: its own lot while pending first.
+        bonus_target = share_of(purchase.bonus_earned, purchase.returned_minor, purchase.total_minor)
+        bonus_now = max(bonus_target - purchase.bonus_reversed, 0)
+        purchase.bonus_reversed += bonus_now
+        bonus_owed = bonus_now
+        bonus_lot = purchase.bonus_lot
+        if bonus_lot is not None and any(lot is bonus_lot for lot in member.pending_lots):
+            from_bonus_lot = min(bonus_owed, bonus_lot.remaining)
+            bonus_lot.remaining -= from_bonus_lot
+            bonus_owed -= from_bonus_lot
+        from_balance = min(bonus_owed, max(self.free(purchase.member, now), 0))
+        member.spendable -= from_balance
+        member.debt += bonus_owed - from_balance
+        debt += bonus_owed - from_balance
+        if to_reverse or restored or bonus_now:
             member.last_activity = now
         return ReturnExpectation(purchase.returned_minor, to_reverse, restored, debt)
 
@@ -478,6 +526,15 @@ class LedgerMachine(RuleBasedStateMachine):
         self.partners: list[PartnerRef] = [
             create_partner(uow, pending_days=plan.pending_days, earn_rate=plan.earn_rate) for plan in PARTNER_PLANS
         ]
+        programme = PartnerProgramme(uow)
+        programme.create_promotion(
+            RequestKey("operator:stateful", uuid.uuid4().hex), self.partners[PROMOTION_PARTNER].partner_id,
+            PromotionCommand("All along", PROMOTION_PERCENT, START, START + timedelta(days=3_650)),
+        )  # fmt: skip
+        programme.define_activity(
+            RequestKey("operator:stateful", uuid.uuid4().hex), self.partners[ACTIVITY_PARTNER].partner_id,
+            ActivityCommand(ACTIVITY_CODE, "Check-in", ACTIVITY_POINTS, ACTIVITY_DAILY_LIMIT, "DAY"),
+        )  # fmt: skip
         identifiers = [email() for _ in range(MEMBER_COUNT)]
         for identifier in identifiers:
             for partner in self.partners:
@@ -670,6 +727,16 @@ class LedgerMachine(RuleBasedStateMachine):
         )
         if result is not None:
             assert (result.points, result.transferred_at) == (expected, self.now)
+
+    @rule(member=members_)
+    def award_activity(self, member: int) -> None:
+        command = ActivityAwardCommand(self.model.members[member].identifier, ACTIVITY_CODE)
+        expected, result = self.write(
+            lambda key: self.service.award_activity_points(self.partners[ACTIVITY_PARTNER], key, command),
+            lambda: self.model.award_activity(member, self.now),
+        )
+        if result is not None:
+            assert result.points_awarded == expected
 
     def send(self, key: str, command: TransferCommand) -> Outcome[TransferView]:
         return self.households.transfer(RequestKey(SUPPORT, key), OPERATOR_STAFF, command)

@@ -22,8 +22,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from loyalty.v1 import checkout_service_pb2 as pb
 from prometheus_client.parser import text_string_to_metric_families
 
+from sdk.client import TlsOptions
 from sdk.tokens import load_private_key, sign_request_token
 from server.processes import reserve_port
+from server.tls import write_demo_certificates
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 ENTRY_POINT = Path(sys.executable).parent / "coalition"
@@ -264,3 +266,30 @@ def test_a_reserved_port_is_shared_only_with_sockets_that_ask_for_it() -> None:
             other.bind(("127.0.0.1", port))
     finally:
         reserved.close()
+
+
+def test_both_tls_ports_are_shared_by_every_process(tmp_path: Path) -> None:
+    certificates = tmp_path / "certs"
+    write_demo_certificates(certificates, [])
+    environment = environment_for(tmp_path, f"sqlite:///{tmp_path / 'c.db'}") | {
+        "LOYALTY_OPERATOR_PUBLIC_KEYS": "",
+        "LOYALTY_TLS_CERT_FILE": str(certificates / "server.crt"),
+        "LOYALTY_TLS_KEY_FILE": str(certificates / "server.key"),
+        "LOYALTY_MTLS_LISTEN_ADDRESS": "127.0.0.1:0",
+        "LOYALTY_TLS_CLIENT_CA_FILE": str(certificates / "ca.crt"),
+    }
+    run(environment, tmp_path, "migrate")
+    server = start(tmp_path, environment)
+    try:
+        mtls_port = server.log_text().split("with client certificates on port ")[1].split()[0]
+        started = [entry for entry in server.log_entries() if entry["message"] == "worker serving"]
+        assert len(started) == 2
+        with TlsOptions(ca_file=certificates / "ca.crt").channel(server.address) as channel:
+            request = health_pb2.HealthCheckRequest(service="liveness")
+            assert health_pb2_grpc.HealthStub(channel).Check(request, timeout=10).status == SERVING
+        with socket.create_connection(("127.0.0.1", int(mtls_port)), timeout=5):
+            pass  # listening: the mutual-TLS port was reserved and bound by the workers too
+    finally:
+        server.process.send_signal(signal.SIGTERM)
+        assert server.process.wait(timeout=GRACE_SECONDS + 20) == 0
+        stop(server)

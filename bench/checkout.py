@@ -175,6 +175,10 @@ def _print_summary(rows: dict[str, Row], pgbench_tps: float, concurrencies: list
         empty=rows["empty call (Health/Check) c=16"], pgbench_tps=pgbench_tps, open_rate=OPEN_LOOP_RATE,
     )  # fmt: skip
     print("\n".join(f"  {line}" for line in lines))
+    if processes > 1:
+        spread = rows[f"earn c={closed}"].server_cores_by_process
+        print(f"  earn c={closed}: server cores by process (workers and parent, largest first): "
+              + ", ".join(f"{cores:.2f}" for cores in spread))  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -20,11 +20,16 @@ def process_cpu_seconds(pid: int) -> float:
 
 def process_tree_cpu_seconds(pid: int) -> float:
     """CPU seconds of ``pid`` and every live descendant: a server with several processes is their sum."""
-    total = 0.0
+    return sum(process_tree_cpu(pid).values())
+
+
+def process_tree_cpu(pid: int) -> dict[int, float]:
+    """CPU seconds of ``pid`` and of each live descendant, by process id."""
+    seconds: dict[int, float] = {}
     for member in [pid, *_descendants(pid)]:
         with suppress(FileNotFoundError, ProcessLookupError):  # it exited in between
-            total += process_cpu_seconds(member)
-    return total
+            seconds[member] = process_cpu_seconds(member)
+    return seconds
 
 
 def _descendants(pid: int) -> list[int]:

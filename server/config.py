@@ -45,7 +45,7 @@ class Settings:
         "one per core lifts the one-core limit of Python's GIL",
     )
     db_pool_size: int = _setting(0, "Database connections (per server process); 0 means one per worker")
-    max_concurrent_rpcs: int = _setting(64, "RPCs in flight before new ones get RESOURCE_EXHAUSTED at once")
+    max_concurrent_rpcs: int = _setting(64, "RPCs in flight per server process before new ones get RESOURCE_EXHAUSTED")
     max_message_bytes: int = _setting(1_048_576, "Largest request or response message")
     request_timeout_seconds: float = _setting(10.0, "Server-side deadline for one RPC (statement and lock timeout)")
     network_audience: str = _setting("coalition", "The `aud` every token must name")

@@ -60,8 +60,8 @@ bench: $(STAMP) ## Run both benchmarks below, one after the other (PostgreSQL; p
 	$(MAKE) --no-print-directory bench-checkout
 	$(MAKE) --no-print-directory bench-settlement
 
-bench-checkout: $(STAMP) ## Benchmark earn and hold+capture over gRPC on PostgreSQL (prints figures)
-	$(BIN)/python -m bench.checkout --database-url $(PG_URL)
+bench-checkout: $(STAMP) ## Benchmark earn and hold+capture over gRPC on PostgreSQL (PROCESSES=n server processes)
+	$(BIN)/python -m bench.checkout --database-url $(PG_URL) --processes $(or $(PROCESSES),1)
 
 bench-settlement: $(STAMP) ## Close a month of 1M ledger entries vs a plain SQL aggregation (PostgreSQL)
 	$(BIN)/python -m bench.settlement --database-url $(PG_URL)

@@ -25,7 +25,7 @@ import grpc
 
 from bench import pgbench
 from bench.database import BENCH_PEPPER, create_database, drop_database, seed
-from bench.load import LoadSpec, Target, run_load
+from bench.load import CHANNELS, LoadSpec, Target, run_load
 from bench.profile import PySpy, summarise
 from bench.report import HEADER, Row, format_row, targets
 from bench.server_process import ServerProcess
@@ -41,7 +41,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--duration-seconds", type=float, default=10.0, help="measured time per scenario")
     parser.add_argument("--concurrency", default="1,4,16", help="closed-loop earn concurrencies, comma separated")
     parser.add_argument("--members", type=int, default=2000, help="members enrolled before the run")
-    parser.add_argument("--workers", type=int, default=16, help="server RPC threads (LOYALTY_WORKERS)")
+    parser.add_argument("--workers", type=int, default=16, help="server RPC threads per process (LOYALTY_WORKERS)")
+    parser.add_argument(
+        "--processes", type=int, default=1, help="server processes sharing the port (LOYALTY_SERVER_PROCESSES)"
+    )
     parser.add_argument("--quick", action="store_true", help="smoke run: 3 s scenarios, concurrency 16, 300 members")
     parser.add_argument(
         "--profile", type=Path, default=None,
@@ -58,6 +61,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     concurrencies = sorted({int(item) for item in arguments.concurrency.split(",") if item.strip()})
     if not concurrencies or min(concurrencies) < 1:
         raise SystemExit("--concurrency needs positive integers")
+    if arguments.processes < 1:
+        raise SystemExit("--processes needs a positive integer")
     py_spy = PySpy.find(arguments.py_spy) if arguments.profile else None
     _print_machine()
     with tempfile.TemporaryDirectory(prefix="coalition-bench-") as work:
@@ -68,7 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             rows = _drive(target, arguments, concurrencies, py_spy, server.pid)
             server.stop()
             tps = _pgbench(url, Path(work), arguments)
-            _print_summary(rows, tps, concurrencies)
+            _print_summary(rows, tps, concurrencies, arguments.processes)
         finally:
             if server is not None:
                 server.stop()
@@ -88,15 +93,24 @@ def _prepare(url: str, work: Path, arguments: argparse.Namespace) -> tuple[Targe
     pgbench.prepare(url, arguments.members)
     print(f"database {url.rsplit('/', 1)[1]}: migrated, 1 partner, {arguments.members} members seeded "
           f"through CheckoutService in {time.perf_counter() - started:.1f} s")  # fmt: skip
-    server = ServerProcess(url, work / "server.log", workers=arguments.workers, pepper=BENCH_PEPPER)
+    server = ServerProcess(
+        url, work / "server.log", workers=arguments.workers, pepper=BENCH_PEPPER, processes=arguments.processes
+    )
     server.start()
-    print(f"server pid {server.pid} SERVING on {server.address} ({arguments.workers} workers); "
+    channels = _channels(arguments.processes)
+    print(f"server pid {server.pid} SERVING on {server.address} ({arguments.processes} processes x "
+          f"{arguments.workers} threads; the load uses {channels} connections; server CPU counts every process); "
           f"each scenario: 1 s unmeasured warm-up, then {arguments.duration_seconds:g} s\n")  # fmt: skip
     target = Target(
         address=server.address, server_pid=server.pid, partner_code=network.partner_code, key_id=network.key_id,
-        private_key_path=str(network.private_key_path), member_numbers=network.member_numbers,
+        private_key_path=str(network.private_key_path), member_numbers=network.member_numbers, channels=channels,
     )  # fmt: skip
     return target, server
+
+
+def _channels(processes: int) -> int:
+    """Connections for the load: the kernel hashes each to one server process, so several need many to even out."""
+    return CHANNELS if processes == 1 else 16 * processes
 
 
 def _scenarios(duration: float, concurrencies: list[int]) -> list[tuple[str, LoadSpec]]:
@@ -120,7 +134,9 @@ def _drive(
         for label, spec in _scenarios(arguments.duration_seconds, concurrencies):
             sampler = None
             if py_spy and label == profiled:
-                sampler = PySpy(py_spy, server_pid, arguments.profile, spec.duration_seconds)
+                sampler = PySpy(
+                    py_spy, server_pid, arguments.profile, spec.duration_seconds, subprocesses=arguments.processes > 1
+                )
             future = loader.submit(run_load, target, spec, 1.0)
             if sampler is not None:
                 time.sleep(1.0)  # the warm-up
@@ -146,18 +162,23 @@ def _pgbench(url: str, work: Path, arguments: argparse.Namespace) -> float:
     return result.transactions_per_second
 
 
-def _print_summary(rows: dict[str, Row], pgbench_tps: float, concurrencies: list[int]) -> None:
+def _print_summary(rows: dict[str, Row], pgbench_tps: float, concurrencies: list[int], processes: int) -> None:
     failing = [f"  {row.label}: {row.error_codes}" for row in rows.values() if row.errors]
     if failing:
         print("\nerrors by status code:\n" + "\n".join(failing))
     closed = 16 if 16 in concurrencies else max(concurrencies)
     load = ", ".join(f"{value:.2f}" for value in os.getloadavg())
-    print(f"\ntargets (set for the 2-core machine; this one has {os.cpu_count()} CPUs, load average now {load}):")
+    print(f"\ntargets (set for the 2-core machine; this one has {os.cpu_count()} CPUs, load average now {load}; "
+          f"server processes: {processes}):")  # fmt: skip
     lines = targets(
         open_loop=rows[f"earn open loop {OPEN_LOOP_RATE:.0f}/s"], closed_loop=rows[f"earn c={closed}"],
         empty=rows["empty call (Health/Check) c=16"], pgbench_tps=pgbench_tps, open_rate=OPEN_LOOP_RATE,
     )  # fmt: skip
     print("\n".join(f"  {line}" for line in lines))
+    if processes > 1:
+        spread = rows[f"earn c={closed}"].server_cores_by_process
+        print(f"  earn c={closed}: server cores by process (workers and parent, largest first): "
+              + ", ".join(f"{cores:.2f}" for cores in spread))  # fmt: skip
 
 
 if __name__ == "__main__":

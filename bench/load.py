@@ -20,7 +20,7 @@ from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2
 from loyalty.v1 import checkout_service_pb2 as pb
 
-from bench.cpu import process_cpu_seconds
+from bench.cpu import process_tree_cpu
 from common.ids import new_id
 from sdk.tokens import SigningKey, load_private_key, sign_request_token
 
@@ -51,6 +51,8 @@ class Target:
     key_id: str
     private_key_path: str
     member_numbers: tuple[str, ...]
+    # Connections (one channel each): the kernel spreads connections, not calls, over server processes.
+    channels: int = CHANNELS
 
 
 @dataclass
@@ -61,6 +63,7 @@ class LoadResult:
     elapsed_seconds: float = 0.0
     server_cpu_seconds: float = 0.0
     client_cpu_seconds: float = 0.0
+    server_cpu_by_process: dict[int, float] = field(default_factory=dict)  # the parent and each worker
 
     @property
     def completed(self) -> int:
@@ -75,7 +78,7 @@ class Caller:
         self.private_key: SigningKey = load_private_key(target.private_key_path)
         self.channels = [
             grpc.insecure_channel(target.address, options=[("grpc.use_local_subchannel_pool", 1)])
-            for _ in range(CHANNELS)
+            for _ in range(target.channels)
         ]
 
     def close(self) -> None:
@@ -145,14 +148,18 @@ def run_load(target: Target, spec: LoadSpec, warmup_seconds: float = 1.0) -> Loa
         if warmup_seconds:
             _closed_loop(operate, LoadResult(spec), max(spec.concurrency, 4), warmup_seconds)
         result = LoadResult(spec)
-        server_before, client_before = process_cpu_seconds(target.server_pid), time.process_time()
+        server_before, client_before = process_tree_cpu(target.server_pid), time.process_time()
         started = time.perf_counter()
         if spec.rate_per_second:
             _open_loop(operate, result, spec.rate_per_second, spec.duration_seconds)
         else:
             _closed_loop(operate, result, spec.concurrency, spec.duration_seconds)
         result.elapsed_seconds = time.perf_counter() - started
-        result.server_cpu_seconds = process_cpu_seconds(target.server_pid) - server_before
+        server_after = process_tree_cpu(target.server_pid)
+        result.server_cpu_by_process = {
+            pid: seconds - server_before.get(pid, 0.0) for pid, seconds in server_after.items()
+        }
+        result.server_cpu_seconds = sum(result.server_cpu_by_process.values())
         result.client_cpu_seconds = time.process_time() - client_before
         return result
     finally:

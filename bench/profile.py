@@ -14,11 +14,14 @@ class PySpy:
     Sampling pauses the server 100 times a second, so figures of the profiled scenario are perturbed.
     """
 
-    def __init__(self, executable: str, pid: int, output: Path, duration_seconds: float) -> None:
+    def __init__(
+        self, executable: str, pid: int, output: Path, duration_seconds: float, *, subprocesses: bool = False
+    ) -> None:
         self.output = output
         self.command = [
             executable, "record", "--pid", str(pid), "--duration", str(max(1, round(duration_seconds))),
             "--rate", "100", "--gil", "--format", "raw", "--output", str(output),
+            *(["--subprocesses"] if subprocesses else []),  # the server's worker processes
         ]  # fmt: skip
         self.process: subprocess.Popen[bytes] | None = None
 

@@ -19,6 +19,7 @@ class Row:
     server_cpu_us: float
     server_cores: float
     client_cpu_us: float
+    server_cores_by_process: tuple[float, ...] = ()  # largest first: how evenly the work spread
 
     @classmethod
     def of(cls, label: str, result: LoadResult) -> Row:
@@ -32,6 +33,9 @@ class Row:
             server_cpu_us=result.server_cpu_seconds / count * 1e6,
             server_cores=result.server_cpu_seconds / result.elapsed_seconds if result.elapsed_seconds else 0.0,
             client_cpu_us=result.client_cpu_seconds / count * 1e6,
+            server_cores_by_process=tuple(sorted(
+                (seconds / result.elapsed_seconds for seconds in result.server_cpu_by_process.values()), reverse=True
+            )) if result.elapsed_seconds else (),
         )  # fmt: skip
 
 

@@ -155,6 +155,8 @@ class RunningServer:
     port: int
     health: health.HealthServicer
     mtls_port: int | None = None  # the port that requires a client certificate, when mutual TLS is on
+    # Several processes serving one port share one set of timers: only one of them runs the background jobs.
+    runs_background_jobs: bool = True
     _stopping: threading.Event = field(default_factory=threading.Event)
 
     def start(self) -> None:
@@ -177,9 +179,10 @@ class RunningServer:
 
     def _maintain(self) -> None:
         """Health follows the database; expired holds are swept and old token ids purged."""
-        sweep_every = self.app.settings.hold_sweep_seconds
-        check_every = self.app.settings.ledger_check_seconds
-        expire_every = self.app.settings.expiry_job_seconds
+        jobs = self.runs_background_jobs
+        sweep_every = self.app.settings.hold_sweep_seconds if jobs else 0.0
+        check_every = self.app.settings.ledger_check_seconds if jobs else 0.0
+        expire_every = self.app.settings.expiry_job_seconds if jobs else 0.0
         # The first ledger check and expiry run wait a full interval: a rolling restart must not start
         # every replica's full scans at once.
         next_sweep, next_check, next_expiry = 0.0, check_every, expire_every
@@ -187,7 +190,7 @@ class RunningServer:
         while not self._stopping.is_set():
             is_serving = self.app.database_answers()
             self._set_serving(is_serving)
-            if is_serving:
+            if is_serving and jobs:
                 self._measure_backlog()
             if sweep_every and elapsed >= next_sweep:
                 self._sweep()
@@ -272,8 +275,13 @@ def check_ledger_and_report(uow: UnitOfWork) -> list[LedgerCheck]:
     return results
 
 
-def create_server(app: Application, address: str | None = None) -> RunningServer:
-    """Builds (but does not start) the server; bind port 0 to get a free port."""
+def create_server(
+    app: Application, address: str | None = None, *, shares_port: bool = False, runs_background_jobs: bool = True
+) -> RunningServer:
+    """Builds (but does not start) the server; bind port 0 to get a free port.
+
+    ``shares_port``: other processes listen on the same port (SO_REUSEPORT); the kernel spreads connections.
+    """
     settings = app.settings
     server = grpc.server(
         ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="rpc"),
@@ -287,6 +295,7 @@ def create_server(app: Application, address: str | None = None) -> RunningServer
         options=[
             ("grpc.max_receive_message_length", settings.max_message_bytes),
             ("grpc.max_send_message_length", settings.max_message_bytes),
+            *([("grpc.so_reuseport", 1)] if shares_port else []),
         ],
     )
     checkout_service_pb2_grpc.add_CheckoutServiceServicer_to_server(CheckoutServicer(app.checkout), server)
@@ -312,7 +321,7 @@ def create_server(app: Application, address: str | None = None) -> RunningServer
     if settings.enable_reflection:
         reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     port, mtls_port = _add_ports(server, settings, address or settings.listen_address)
-    return RunningServer(app, server, port, health_servicer, mtls_port)
+    return RunningServer(app, server, port, health_servicer, mtls_port, runs_background_jobs)
 
 
 def _add_ports(server: grpc.Server, settings: Settings, address: str) -> tuple[int, int | None]:

@@ -243,10 +243,14 @@ def _dev_certs(arguments: argparse.Namespace) -> int:
 
 
 def _serve(_: argparse.Namespace) -> int:
+    from server.processes import serve_processes, stop_on_signals
+
+    settings = _settings()
+    if settings.server_processes > 1:
+        return serve_processes(settings)  # imports nothing of gRPC here: the workers are spawned fresh
     from server.app import Application, create_server
     from server.metrics_http import start_metrics_server
 
-    settings = _settings()
     app = Application.build(settings)
     running = create_server(app)
     if settings.metrics_address:
@@ -257,13 +261,7 @@ def _serve(_: argparse.Namespace) -> int:
     if running.mtls_port is not None:
         print(f"coalition serving gRPC with client certificates on port {running.mtls_port}", flush=True)
     stopped = threading.Event()
-
-    def on_signal(signum: int, _frame: Any) -> None:
-        log.info("draining after signal %s", signal.Signals(signum).name)
-        stopped.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stop_on_signals(stopped)
     stopped.wait()
     running.stop()
     log.info("stopped")

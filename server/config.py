@@ -38,9 +38,14 @@ class Settings:
     tls_client_cert_partners: str = _setting(
         "", "Partner ids (comma-separated) that must call with a client certificate naming them (CN or DNS SAN)"
     )
-    workers: int = _setting(16, "Threads serving RPCs")
-    db_pool_size: int = _setting(0, "Database connections; 0 means one per worker")
-    max_concurrent_rpcs: int = _setting(64, "RPCs in flight before new ones get RESOURCE_EXHAUSTED at once")
+    workers: int = _setting(16, "Threads serving RPCs (in each server process)")
+    server_processes: int = _setting(
+        1,
+        "Server processes sharing the gRPC port (SO_REUSEPORT), each with WORKERS threads and its own pool; "
+        "one per core lifts the one-core limit of Python's GIL",
+    )
+    db_pool_size: int = _setting(0, "Database connections (per server process); 0 means one per worker")
+    max_concurrent_rpcs: int = _setting(64, "RPCs in flight per server process before new ones get RESOURCE_EXHAUSTED")
     max_message_bytes: int = _setting(1_048_576, "Largest request or response message")
     request_timeout_seconds: float = _setting(10.0, "Server-side deadline for one RPC (statement and lock timeout)")
     network_audience: str = _setting("coalition", "The `aud` every token must name")
@@ -116,6 +121,8 @@ class Settings:
         settings = cls(**(values | overrides))  # type: ignore[arg-type]
         settings.operator_key_paths()  # fail at start, not at the first operator call
         settings.check_tls()
+        if settings.server_processes < 1:
+            raise ValueError("LOYALTY_SERVER_PROCESSES must be at least 1")
         if settings.token_leeway_seconds > 30 or settings.token_max_lifetime_seconds > 300:
             raise ValueError("token leeway is at most 30 s and token lifetime at most 300 s")
         if not settings.identifier_pepper.strip():

@@ -231,3 +231,10 @@ def test_an_empty_pepper_is_refused_on_every_database() -> None:
     for url in ("sqlite:///var/c.db", "postgresql+psycopg://db/loyalty"):
         with pytest.raises(ValueError, match="LOYALTY_IDENTIFIER_PEPPER is empty"):
             Settings.from_environment({"LOYALTY_DATABASE_URL": url, "LOYALTY_IDENTIFIER_PEPPER": " "})
+
+
+def test_server_processes_default_to_one_and_must_be_positive() -> None:
+    assert Settings.from_environment({}).server_processes == 1
+    assert Settings.from_environment({"LOYALTY_SERVER_PROCESSES": "2"}).server_processes == 2
+    with pytest.raises(ValueError, match="LOYALTY_SERVER_PROCESSES"):
+        Settings.from_environment({"LOYALTY_SERVER_PROCESSES": "0"})

@@ -5,10 +5,10 @@ passing of time for a few partners and members, and the member programme through
 (grants, deductions, a second person approving large ones), point transfers between the members (one
 household) under tight transfer limits, a partner's promotion (a bonus lot on each of its earns that
 returns take back in proportion), a partner's activity awards within their daily limit, and the
-expiry run under a network policy that lapses the points of members idle for a month. A reference model implements the rules of
-DESIGN.md sections 2 and 4 and of the programme on its own; after every step the service's balances
-must equal the model's, the section 9 invariants must hold, and a rejected operation must have
-written nothing.
+expiry run under a network policy that lapses the points of members idle for a month. A reference
+model implements the rules of DESIGN.md sections 2 and 4 and of the programme on its own; after every
+step the service's balances must equal the model's, the section 9 invariants must hold, and a
+rejected operation must have written nothing.
 """
 
 from __future__ import annotations

@@ -181,11 +181,13 @@ def test_configuration_names_only_settings_the_server_reads() -> None:
 def test_autoscaler_keeps_database_connections_within_postgresql_limits() -> None:
     objects = k8s_objects()
     hpa = objects[("HorizontalPodAutoscaler", "coalition")]["spec"]
-    pool_size = int(objects[("ConfigMap", "coalition-config")]["data"]["LOYALTY_DB_POOL_SIZE"])
+    config = objects[("ConfigMap", "coalition-config")]["data"]
+    pool_size = int(config["LOYALTY_DB_POOL_SIZE"])
+    processes = int(config.get("LOYALTY_SERVER_PROCESSES", "1"))  # each server process has its own pool
     assert hpa["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "coalition"}
     assert hpa["minReplicas"] == objects[("Deployment", "coalition")]["spec"]["replicas"]
     # PostgreSQL's default max_connections is 100; keep room for the migration job, backups and psql.
-    assert hpa["maxReplicas"] * pool_size <= 90
+    assert hpa["maxReplicas"] * processes * pool_size <= 90
 
 
 # Prometheus

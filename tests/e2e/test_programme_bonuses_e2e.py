@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 
 import grpc
 import pytest
+from loyalty.v1 import card_service_pb2 as card_pb
 from loyalty.v1 import checkout_service_pb2 as pb
 from loyalty.v1 import member_service_pb2 as member_pb
 from loyalty.v1 import network_policy_service_pb2 as policy_pb
@@ -23,6 +24,7 @@ from loyalty.v1 import partner_programme_service_pb2 as programme_pb
 from common.clock import ManualClock
 from migrations.runner import upgrade
 from sdk.client import CoalitionClient, Credentials, error_info
+from sdk.tokens import generate_key_pair
 from server.app import RunningServer, review_tiers_and_report
 from tests.e2e.conftest import OPERATOR_KEY_ID, OperatorKey
 from tests.e2e.test_network_policy_e2e import expiry
@@ -41,6 +43,23 @@ class Network:
 
     def partner(self) -> CoalitionClient:
         return onboard(self.admin, self.target, admin_pb.BILLING_MODE_ON_ISSUANCE)[1]
+
+    def bank(self) -> CoalitionClient:
+        """A card-issuing bank, to link cards."""
+        code = f"bank-{uuid.uuid4().hex[:8]}"
+        self.admin.partner_admin.CreatePartner(admin_pb.CreatePartnerRequest(
+            partner_id=code, display_name="Bank", kind=admin_pb.PARTNER_KIND_CARD_ISSUER))  # fmt: skip
+        private_key, public_pem = generate_key_pair("ES256")
+        self.admin.partner_admin.RegisterPartnerKey(
+            admin_pb.RegisterPartnerKeyRequest(partner_id=code, key_id=f"{code}-1", public_key_pem=public_pem)
+        )
+        terms = admin_pb.ContractTerms(
+            currency_code="EUR", earn_rate="1", redeem_value="0.01", issuance_price="0.012", reimbursement_rate="0.010"
+        )
+        self.admin.partner_admin.CreateContractVersion(
+            admin_pb.CreateContractVersionRequest(partner_id=code, terms=terms)
+        )
+        return CoalitionClient(self.target, Credentials(code, f"{code}-1", private_key))
 
 
 @pytest.fixture(scope="module")
@@ -220,5 +239,30 @@ def test_referrals_and_their_guards_over_the_wire(network: Network) -> None:
         )  # fmt: skip
         first = earn(shop, friend, 10)
         assert bonuses(first) == [(pb.BONUS_KIND_REFERRAL, 250)]
-        assert bonuses(earn(shop, friend, 10)) == []
+        assert bonuses(earn(shop, friend, 10)) == []  # once per referred member
+        assert shop.checkout.GetBalance(pb.GetBalanceRequest(member=referrer)).balance.available_points == 601
+
+        # One person under two identifiers: the bank's card was the referrer's before it was the new member's.
+        twin = pb.MemberIdentifier(phone_number=phone().value)
+        enrol(twin)
+        with network.bank() as bank:
+            bank.cards.LinkCard(
+                card_pb.LinkCardRequest(request_id=uuid.uuid4().hex, card_token="tok-1", member=referrer)
+            )
+            bank.cards.UnlinkCard(card_pb.UnlinkCardRequest(request_id=uuid.uuid4().hex, card_token="tok-1"))
+            bank.cards.LinkCard(card_pb.LinkCardRequest(request_id=uuid.uuid4().hex, card_token="tok-1", member=twin))
+        assert bonuses(earn(shop, twin, 10)) == []
+
+        # The monthly cap: with one reward a month, the referrer's next new member in March gets nothing.
+        capped = expiry()
+        capped.tiers.CopyFrom(network.admin.network_policy.GetNetworkPolicy(
+            policy_pb.GetNetworkPolicyRequest()).policy_version.policy.tiers)  # fmt: skip
+        capped.referrals.referrer_points, capped.referrals.referred_points = 500, 250
+        capped.referrals.rewards_per_referrer_per_month = 1
+        network.admin.network_policy.CreateNetworkPolicyVersion(
+            policy_pb.CreateNetworkPolicyVersionRequest(request_id=uuid.uuid4().hex, policy=capped)
+        )
+        late = pb.MemberIdentifier(phone_number=phone().value)
+        enrol(late)
+        assert bonuses(earn(shop, late, 10)) == []
         assert shop.checkout.GetBalance(pb.GetBalanceRequest(member=referrer)).balance.available_points == 601

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, and_, or_, select
+from sqlalchemy import Connection, case, or_, select
 from sqlalchemy.orm import aliased
 
 from common.db import table_of
@@ -51,16 +51,20 @@ class TierStatus:
 
 
 def qualifying_events(connection: Connection, member_id: int, since: datetime) -> list[tuple[datetime, int]]:
-    """The member's purchase earns (+) and their returns (-) after ``since``, oldest first."""
+    """The member's purchase earns (+) and what returns took back of them (-), oldest first, each at the
+    time of its earn: a return lowers the points of its purchase, which leave the window together, and
+    a return of a purchase already out of the window changes nothing."""
+    earned_at = case((transactions.c.kind == "EARN", transactions.c.business_time), else_=_earns.c.business_time)
     rows = connection.execute(
-        select(transactions.c.business_time, transactions.c.kind, transactions.c.points)
+        select(earned_at, transactions.c.kind, transactions.c.points)
         .outerjoin(_earns, _earns.c.id == transactions.c.references_transaction_id)
         .where(
             transactions.c.member_id == member_id,
-            transactions.c.business_time > since,
-            or_(transactions.c.kind == "EARN", and_(transactions.c.kind == "EARN_REVERSAL", _earns.c.kind == "EARN")),
+            transactions.c.kind.in_(("EARN", "EARN_REVERSAL")),
+            or_(transactions.c.kind == "EARN", _earns.c.kind == "EARN"),
+            earned_at > since,
         )
-        .order_by(transactions.c.business_time, transactions.c.id)
+        .order_by(earned_at, transactions.c.id)
     ).all()
     return [(row[0], int(row[2]) if row[1] == "EARN" else -int(row[2])) for row in rows]
 

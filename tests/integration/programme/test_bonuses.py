@@ -91,6 +91,23 @@ def test_a_return_takes_the_tier_bonus_back_in_proportion_and_lowers_qualifying_
     assert balance.tier.tier == "Gold" and balance.tier.lapses_at == network.clock.now() + timedelta(days=10)
 
 
+def test_a_return_counts_against_its_own_purchase_which_leaves_the_window_with_it(network: Network) -> None:
+    """Found in review: a return of a purchase already out of the window lowered the qualifying points of
+    the purchases still in it, and the review then demoted a member whose recent earn reached the tier."""
+    set_policy(network, NetworkPolicy(tiers=TIERS))
+    shop, member, old = network.partner(), phone(), new_receipt()
+    network.earn(shop, member, 1_000, receipt=old)  # Silver
+    network.clock.set(utc("2027-02-20T09:00:00"))
+    network.earn(shop, member, 1_000)  # in the window until February 2028
+    network.clock.set(utc("2027-03-10T09:00:00"))  # the first purchase has left the window
+    network.return_purchase(shop, old)
+    tier = network.checkout.get_balance(shop.ref, member).tier
+    assert tier is not None and (tier.tier, tier.qualifying_points) == ("Silver", 1_000)
+    assert tier.lapses_at == utc("2028-02-20T09:00:00") + timedelta(days=10)
+    network.clock.set(utc("2027-03-21T09:00:00"))
+    assert review_tiers(network.uow) == 0
+
+
 def test_the_sign_up_bonus_comes_once_with_enrolment(network: Network) -> None:
     set_policy(network, NetworkPolicy(bonuses=BonusPolicy(sign_up_points=150)))
     shop, member = network.partner(), phone()

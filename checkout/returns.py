@@ -11,7 +11,7 @@ from ledger.repository import MemberAccounts
 from members.repository import MemberRow
 from partners.rates import proportional_points
 from programme.bonuses import BonusTakeBack, take_back_purchase_bonuses
-from programme.tiers import refresh_after_return
+from programme.tiers import refresh_after_return, withdraw_qualifying_points
 
 
 def return_purchase(session: CheckoutSession, partner: PartnerRef, command: ReturnCommand) -> ReturnResult:
@@ -122,7 +122,11 @@ def _reverse(
     if earn_lot_id is not None:
         assert purchase.earn_transaction_id is not None
         lost = session.ledger_records.lost_unspent(purchase.earn_transaction_id, earn_lot_id, purchase.points_reversed)
-        points -= min(points, lost)  # already taken back (LedgerRepository.lost_unspent)
+        already_gone = min(points, lost)  # already taken back (LedgerRepository.lost_unspent)
+        withdraw_qualifying_points(
+            session.connection, member.id, purchase.earn_transaction_id, already_gone, session.now
+        )
+        points -= already_gone
         if points == 0:
             return "", 0
     lots = session.ledger_records.lots_with_points(member.id)

@@ -23,7 +23,7 @@ from common.db import Base, BigIntegerId, UtcDateTime
 # Migration 0003 made the first three append-only; 0007 the audit trails of tiers, bonuses and transfers.
 APPEND_ONLY_TABLES = (
     "network_policy_versions", "goodwill_adjustments", "goodwill_decisions",
-    "tier_changes", "bonus_awards", "activity_definitions", "point_transfers",
+    "tier_changes", "bonus_awards", "activity_definitions", "point_transfers", "tier_points_withdrawn",
 )  # fmt: skip
 
 
@@ -121,6 +121,21 @@ class TierChange(Base):
     changed_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
     __table_args__ = (CheckConstraint("cause IN ('EARN', 'REVIEW')", name="cause"),)
+
+
+class TierPointsWithdrawn(Base):
+    """Points of a purchase's earn that a return set against points already gone (lapsed or deducted):
+    no reversal is posted for them, yet the purchase no longer qualifies them for a tier."""
+
+    __tablename__ = "tier_points_withdrawn"
+
+    id: Mapped[int] = mapped_column(BigIntegerId, primary_key=True, autoincrement=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"), index=True)
+    earn_transaction_id: Mapped[int] = mapped_column(ForeignKey("journal_transactions.id"))
+    points: Mapped[int] = mapped_column(BigInteger)
+    recorded_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+    __table_args__ = (CheckConstraint("points > 0", name="points_positive"),)
 
 
 class BonusAward(Base):

@@ -28,12 +28,13 @@ from common.uow import UnitOfWork
 from ledger.posting import Ledger, NewLot, Posted
 from ledger.repository import LedgerRepository, MemberAccounts, transactions
 from programme.bonuses import TIER, AwardedBonus, operator_lot, post_bonus
-from programme.models import MemberTier, TierChange
+from programme.models import MemberTier, TierChange, TierPointsWithdrawn
 from programme.policy import NetworkPolicy, Tier, TierPolicy, add_months
 from programme.services import policy_in_force
 
 member_tiers = table_of(MemberTier)
 tier_changes = table_of(TierChange)
+points_withdrawn = table_of(TierPointsWithdrawn)
 _earns = aliased(transactions)
 
 REVIEW_BATCH = 500
@@ -66,7 +67,28 @@ def qualifying_events(connection: Connection, member_id: int, since: datetime) -
         )
         .order_by(earned_at, transactions.c.id)
     ).all()
-    return [(row[0], int(row[2]) if row[1] == "EARN" else -int(row[2])) for row in rows]
+    events = [(row[0], int(row[2]) if row[1] == "EARN" else -int(row[2])) for row in rows]
+    withdrawn = connection.execute(
+        select(_earns.c.business_time, points_withdrawn.c.points)
+        .join(_earns, _earns.c.id == points_withdrawn.c.earn_transaction_id)
+        .where(points_withdrawn.c.member_id == member_id, _earns.c.business_time > since)
+    ).all()
+    if not withdrawn:
+        return events
+    return sorted(events + [(row[0], -int(row[1])) for row in withdrawn], key=lambda event: event[0])
+
+
+def withdraw_qualifying_points(
+    connection: Connection, member_id: int, earn_transaction_id: int, points: int, now: datetime
+) -> None:
+    """A return set ``points`` of a purchase against points already gone (lapsed, deducted): nothing is
+    reversed for them, yet the purchase stops qualifying them."""
+    if points > 0:
+        connection.execute(
+            points_withdrawn.insert().values(
+                member_id=member_id, earn_transaction_id=earn_transaction_id, points=points, recorded_at=now
+            )
+        )
 
 
 def projected_lapse(

@@ -22,7 +22,9 @@ TRANSACTION_KINDS = (*TRANSACTION_KINDS_BEFORE, "BONUS", "TRANSFER")
 MOVEMENT_KINDS_BEFORE = ("CONSUMED", "RESTORED", "REVERSED", "DEBT_REPAYMENT", "EXPIRED", "ADJUSTED")
 MOVEMENT_KINDS = (*MOVEMENT_KINDS_BEFORE, "TRANSFERRED")
 # Audit trails and the records behind bonuses and transfers (refuse_ledger_change() comes from 0001).
-APPEND_ONLY_TABLES = ("tier_changes", "bonus_awards", "activity_definitions", "point_transfers")
+APPEND_ONLY_TABLES = (
+    "tier_changes", "bonus_awards", "activity_definitions", "point_transfers", "tier_points_withdrawn",
+)
 
 revision: str = "0007"
 down_revision: str | None = "0006"
@@ -232,6 +234,20 @@ def upgrade() -> None:
         batch_op.create_index(
             "ix_point_transfers_sender_member_id_transferred_at", ["sender_member_id", "transferred_at"], unique=False
         )
+    op.create_table('tier_points_withdrawn',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
+    sa.Column('member_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('earn_transaction_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('points', sa.BigInteger(), nullable=False),
+    sa.Column('recorded_at', sa.DateTime(timezone=True), nullable=False),
+    sa.CheckConstraint('points > 0', name=op.f('ck_tier_points_withdrawn_points_positive')),
+    sa.ForeignKeyConstraint(['earn_transaction_id'], ['journal_transactions.id'],
+                            name=op.f('fk_tier_points_withdrawn_earn_transaction_id_journal_transactions')),
+    sa.ForeignKeyConstraint(['member_id'], ['members.id'], name=op.f('fk_tier_points_withdrawn_member_id_members')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_tier_points_withdrawn'))
+    )  # fmt: skip
+    with op.batch_alter_table('tier_points_withdrawn', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_tier_points_withdrawn_member_id'), ['member_id'], unique=False)
     allow_kinds(TRANSACTION_KINDS, MOVEMENT_KINDS)
     create_append_only_triggers()
 
@@ -243,6 +259,7 @@ def downgrade() -> None:
             op.execute(f"DROP TRIGGER IF EXISTS {table}_no_truncate ON {table}")
     # Fails once a BONUS or TRANSFER transaction exists: the ledger is append-only.
     allow_kinds(TRANSACTION_KINDS_BEFORE, MOVEMENT_KINDS_BEFORE)
+    op.drop_table('tier_points_withdrawn')
     with op.batch_alter_table("point_transfers", schema=None) as batch_op:
         batch_op.drop_index("ix_point_transfers_sender_member_id_transferred_at")
         batch_op.drop_index("ix_point_transfers_recipient_member_id_transferred_at")

@@ -108,6 +108,24 @@ def test_a_return_counts_against_its_own_purchase_which_leaves_the_window_with_i
     assert review_tiers(network.uow) == 0
 
 
+def test_a_returned_purchase_stops_qualifying_even_when_its_points_had_lapsed(isolated_database_url: str) -> None:
+    """Found in review: a return sets lapsed points against the purchase and posts no reversal for them;
+    the purchase must still stop qualifying its points for a tier."""
+    settings = CheckoutSettings(identifier_pepper=b"t", points_lifetime_days=10)
+    with own_network(isolated_database_url, settings=settings) as network:
+        set_policy(network, NetworkPolicy(tiers=TIERS))
+        shop, member, receipt = network.partner(), phone(), new_receipt()
+        network.earn(shop, member, 1_000, receipt=receipt)  # Silver
+        network.clock.set(network.clock.now() + timedelta(days=11))
+        expire_lapsed_points(network.uow, held_points)
+        half = network.return_purchase(shop, receipt, returned_minor=50_000)
+        rest = network.return_purchase(shop, receipt)
+        assert (half.points_reversed, rest.points_reversed) == (500, 500)
+        tier = network.checkout.get_balance(shop.ref, member).tier
+        assert tier is not None and (tier.tier, tier.qualifying_points) == ("Silver", 0)
+        assert tier.lapses_at == network.clock.now() + timedelta(days=10)
+
+
 def test_the_sign_up_bonus_comes_once_with_enrolment(network: Network) -> None:
     set_policy(network, NetworkPolicy(bonuses=BonusPolicy(sign_up_points=150)))
     shop, member = network.partner(), phone()

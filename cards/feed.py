@@ -27,9 +27,12 @@ from cards.rules import CardEarn, points_to_reverse
 from checkout.repository import CheckoutRepository
 from common.errors import CoalitionError
 from common.uow import UnitOfWork
-from ledger.posting import Ledger, NewLot, Posting
+from ledger.posting import Ledger, NewLot, Posted, Posting
 from ledger.repository import LedgerRepository, MemberAccounts
 from members.repository import MemberRepository
+from programme.bonuses import take_back_purchase_bonuses
+from programme.services import policy_in_force
+from programme.tiers import refresh_after_return, tier_bonus_on_earn
 
 
 class CardFeed:
@@ -71,7 +74,8 @@ class CardFeed:
         except CoalitionError as error:
             return [_result(item, ItemStatus.REJECTED, reason=error.reason, message=error.message) for item in items]
         reads = BatchReads(connection, self.settings)
-        if not self.is_set_based:
+        # A tier programme's bonus lots, promotions and lapse dates are the item-by-item path's alone.
+        if not self.is_set_based or policy_in_force(connection, self.uow.clock.now()).policy.tiers.tiers:
             return [self._apply_one(connection, issuer, item, reads) for item in items]
         results: list[CardItemResult] = []
         while len(results) < len(items):
@@ -182,6 +186,12 @@ class _Step:
         if merchant_partner is not None and earn.merchant_points > 0:
             merchant_posted = self._post_earn(accounts, merchant_partner, earn.merchant_points)
             MemberRepository(self.connection).link_partner(member_id, merchant_partner, self.now)
+            # A purchase at a partner: the member's tier bonus rides on the merchant's earn, as at checkout.
+            tier_bonus_on_earn(
+                self.ledger, accounts, policy_in_force(self.connection, self.now).policy,
+                earn=Posted(merchant_posted, ""), earned_points=earn.merchant_points,
+                earn_lot=self._earn_lot(merchant_partner), business_time=item.transaction_time,
+            )  # fmt: skip
         if earn.bank_points > 0:
             bank_posted = self._post_earn(self.ledger_records.lock_member(member_id), self.issuer, earn.bank_points)
         cleared = {
@@ -260,8 +270,25 @@ class _Step:
             if to_post > 0:
                 debt += self._post_reversal(transaction, earn_id, issuer, to_post, amount_minor, business_time)
             reversed_points += take
+        if transaction.merchant_earn_transaction_id is not None:
+            debt += self._take_back_bonuses(transaction, after, business_time)
         self.cards.update_transaction(transaction.id, reversed_minor=after)
         return reversed_points, debt
+
+    def _take_back_bonuses(self, transaction: TransactionRow, reversed_minor: int, business_time: datetime) -> int:
+        """The merchant earn's tier bonus goes in the same proportion as its points; the debt it leaves."""
+        assert transaction.merchant_earn_transaction_id is not None and transaction.cleared_minor is not None
+        member_id = transaction.member_id
+        taken = take_back_purchase_bonuses(
+            self.ledger, self.ledger_records.lock_member(member_id),
+            earn_transaction_id=transaction.merchant_earn_transaction_id, returned_minor_total=reversed_minor,
+            total_minor=transaction.cleared_minor,
+            held_points=CheckoutRepository(self.connection).held_points(member_id, self.now),
+            business_time=business_time,
+        )  # fmt: skip
+        refresh_after_return(self.connection, member_id, policy_in_force(self.connection, self.now).policy.tiers,
+                             self.now)  # fmt: skip
+        return taken.debt_points
 
     def _lost_unspent(self, earn_id: int, shares_before: int) -> int:
         lot_id = self.ledger_records.lot_of_transaction(earn_id)
@@ -289,20 +316,23 @@ class _Step:
 
     def _post_earn(self, accounts: MemberAccounts, partner_id: int, points: int) -> int:
         item, version = self.item, self.reads.terms_of(partner_id, self.item.transaction_time)
-        time = item.transaction_time
         posting = Posting(
             kind="EARN", member_id=accounts.member_id, partner_id=partner_id, contract_version_id=version.id,
-            business_time=time, receipt_id=receipt(item.bank_transaction_id), amount_minor=item.amount_minor,
-            currency=version.terms.currency,
+            business_time=item.transaction_time, receipt_id=receipt(item.bank_transaction_id),
+            amount_minor=item.amount_minor, currency=version.terms.currency,
         )  # fmt: skip
-        lot = NewLot(
+        posted, _, _ = self.ledger.earn(accounts, posting, points, self._earn_lot(partner_id))
+        return posted.transaction_id
+
+    def _earn_lot(self, partner_id: int) -> NewLot:
+        """The lot a clearing earns at a partner: its contract's price and pending period."""
+        version, time = self.reads.terms_of(partner_id, self.item.transaction_time), self.item.transaction_time
+        return NewLot(
             issuer_partner_id=partner_id, contract_version_id=version.id, issuance_price=version.terms.issuance_price,
             currency=version.terms.currency, earned_at=time,
             available_at=max(time + timedelta(days=version.terms.pending_days), time),
             expires_at=self.reads.lot_expiry(time),
         )  # fmt: skip
-        posted, _, _ = self.ledger.earn(accounts, posting, points, lot)
-        return posted.transaction_id
 
     def _linked_member(self) -> int:
         token = CardToken.of(self.item.card_token, self.settings.identifier_pepper)

@@ -32,8 +32,8 @@ class CardNetwork(Network):
         self.bank = Brand(bank, bank.idempotency_scope.removeprefix("partner:"))
         self.merchant = self.partner()  # its usual earn: 1 point per 1.00 EUR at 0.012 EUR a point
         self.cards.add_merchant(request_key(), PARTNER_MERCHANT, self.merchant.code)
-        self.token = "tok_card_settlement"
-        self.cards.link_card(self.bank.ref, "link-1", LinkCommand(self.token, phone()))
+        self.token, self.member = "tok_card_settlement", phone()
+        self.cards.link_card(self.bank.ref, "link-1", LinkCommand(self.token, self.member))
 
     def send(self, item_type: ItemType, transaction: str, amount_minor: int, when: datetime, *,
              merchant_id: str = PARTNER_MERCHANT, item_id: str = "") -> CardItemResult:  # fmt: skip

@@ -128,6 +128,18 @@ _EARN_LOTS = (
 # Partner and operator account ids never change once created; cached per database.
 _account_ids: dict[tuple[str, str, int], int] = {}
 _account_ids_lock = threading.Lock()
+_CREATED_ACCOUNTS = "ledger.accounts_created"
+
+
+def _accounts_created_in_transaction(connection: Connection) -> set[tuple[str, str, int]]:
+    """The accounts the connection's current transaction inserted (kept in the pooled connection's info)."""
+    transaction = connection.get_transaction()
+    found = connection.info.get(_CREATED_ACCOUNTS)
+    if found is None or found[0] is not transaction:  # a later transaction: its own, empty set
+        found = (transaction, set())
+        connection.info[_CREATED_ACCOUNTS] = found
+    created: set[tuple[str, str, int]] = found[1]
+    return created
 
 
 @dataclass(frozen=True)
@@ -182,7 +194,8 @@ class LedgerRepository:
         """The account's id, creating the account on first use.
 
         Only ids of rows that were already committed are cached: an id created in this transaction
-        is invisible to others (and gone if it rolls back) until the transaction commits.
+        is invisible to others (and gone if it rolls back) until the transaction commits. That holds
+        for a second ask in the same transaction too, which finds the row the first one inserted.
         """
         cache_key = (str(self.connection.engine.url), kind, owner_id)
         with _account_ids_lock:
@@ -195,7 +208,10 @@ class LedgerRepository:
                 select(accounts.c.id).where(accounts.c.kind == kind, accounts.c.owner_id == owner_id)
             ).scalar_one()
         )
-        if not created:
+        uncommitted = _accounts_created_in_transaction(self.connection)
+        if created:
+            uncommitted.add(cache_key)
+        elif cache_key not in uncommitted:
             with _account_ids_lock:
                 _account_ids[cache_key] = account_id
         return account_id

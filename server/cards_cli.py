@@ -30,6 +30,8 @@ TYPES = {
     "REFUND": pb.CARD_ITEM_TYPE_REFUND, "CHARGEBACK": pb.CARD_ITEM_TYPE_CHARGEBACK,
 }  # fmt: skip
 STATUSES = ("APPLIED", "WAITING", "IGNORED", "REJECTED")
+# Lines a stream message carries: the most the server takes in one (fewer messages, fewer round trips).
+BATCH_ITEMS = 500
 # Refused by this command before anything is sent; the server's reasons are its own.
 INVALID_LINE = "INVALID_CSV_LINE"
 FILE_FORMAT = f"""\
@@ -50,10 +52,11 @@ Example:
   REFUND,T-1001,R-1,,,EUR,2000,2026-03-15T09:30:00Z
 
 The items are sent as one StreamCardTransactions call signed by the bank's key, the call a stream
-integration makes, so each has exactly one effect: running the same file again applies nothing new
-and reports every line as a replay. A line holding a card number is refused (PAN_NOT_ALLOWED) and
-its content is never printed. Exit status: 0 when no line was rejected, 1 when some were (or the call
-failed: run the file again, it is safe), 2 when the file cannot be read.
+integration makes (--batch-items lines a message), so each has exactly one effect: running the same
+file again applies nothing new and reports every line as a replay. A line holding a card number is
+refused (PAN_NOT_ALLOWED) alone and its content is never printed. Exit status: 0 when no line was
+rejected, 1 when some were (or the call failed: run the file again, it is safe), 2 when the file
+cannot be read.
 """
 
 
@@ -96,10 +99,21 @@ def _ingest_options(parser: argparse.ArgumentParser) -> None:
         "--private-key", type=Path, default=None, help="its private key (default: LOYALTY_KEYS_DIR/<partner>.pem)"
     )
     parser.add_argument("--target", default=settings.listen_address, help="server host:port")
+    parser.add_argument(
+        "--batch-items", type=_batch_items, default=BATCH_ITEMS,
+        help=f"items per stream message, 1 to {BATCH_ITEMS} (default {BATCH_ITEMS}; 1 sends one item a message)",
+    )  # fmt: skip
     parser.add_argument("--tls-ca", type=Path, default=None, help="CA certificate to trust: the server speaks TLS")
     parser.add_argument("--tls-server-name", default=None, help="host name the server certificate must carry")
     parser.add_argument("--tls-cert", type=Path, default=None, help="the bank's client certificate (mutual TLS)")
     parser.add_argument("--tls-key", type=Path, default=None, help="the key of --tls-cert")
+
+
+def _batch_items(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= BATCH_ITEMS:
+        raise argparse.ArgumentTypeError(f"between 1 and {BATCH_ITEMS}")
+    return value
 
 
 def _merchant_commands(actions: Any) -> None:
@@ -148,7 +162,7 @@ def _ingest(arguments: argparse.Namespace) -> int:
         with arguments.file.open(encoding="utf-8-sig", newline="") as source:
             lines = read_items(source)
             with CoalitionClient(arguments.target, credentials, audience=settings.network_audience, tls=tls) as client:
-                summary = ingest(client, lines)
+                summary = ingest(client, lines, batch_items=arguments.batch_items)
     except (UnreadableFile, UnicodeDecodeError) as error:
         print(f"error: {arguments.file}: {error}", file=sys.stderr)
         return 2
@@ -237,35 +251,58 @@ def _item(values: dict[str, str]) -> pb.CardTransactionItem:
     )  # fmt: skip
 
 
-def ingest(client: CoalitionClient, lines: Iterable[tuple[int, pb.CardTransactionItem | LineResult]]) -> Summary:
-    """Streams the items in one call; the server answers each in order, so answers pair with sent lines."""
-    results: list[LineResult] = []
-    sent: deque[int] = deque()
+def ingest(
+    client: CoalitionClient, lines: Iterable[tuple[int, pb.CardTransactionItem | LineResult]], *,
+    batch_items: int = BATCH_ITEMS,
+) -> Summary:  # fmt: skip
+    """Streams the items in one call, ``batch_items`` a message (1: each in its own, as a single ``item``).
 
+    The server answers each message in order, with a result per item of a batch in the batch's order,
+    so answers pair with sent lines.
+    """
+    results: list[LineResult] = []
+    sent: deque[list[int]] = deque()  # the line numbers of each message sent and not yet answered
     unread: list[str] = []
+
+    def message(batch: list[tuple[int, pb.CardTransactionItem]]) -> pb.StreamCardTransactionsRequest:
+        sent.append([line_number for line_number, _ in batch])
+        if batch_items == 1:
+            return pb.StreamCardTransactionsRequest(item=batch[0][1])
+        return pb.StreamCardTransactionsRequest(items=[item for _, item in batch])
 
     def requests() -> Iterator[pb.StreamCardTransactionsRequest]:
         # Runs on gRPC's sending thread: a file that turns unreadable ends the stream, and is reported.
+        batch: list[tuple[int, pb.CardTransactionItem]] = []
         try:
             for line_number, item in lines:
                 if isinstance(item, LineResult):
                     results.append(item)
                     continue
-                sent.append(line_number)
-                yield pb.StreamCardTransactionsRequest(item=item)
+                batch.append((line_number, item))
+                if len(batch) == batch_items:
+                    yield message(batch)
+                    batch = []
         except (UnicodeDecodeError, csv.Error) as error:
-            unread.append(f"the file could not be read after {len(sent) + len(results)} items ({type(error).__name__})")
+            count = sum(map(len, sent)) + len(batch) + len(results)
+            unread.append(f"the file could not be read after {count} items ({type(error).__name__})")
+        if batch:  # what was read is sent, even when the rest of the file could not be
+            yield message(batch)
 
     try:
         for response in client.cards.StreamCardTransactions(requests()):
-            results.append(_line_result(sent.popleft(), response))
+            line_numbers = sent.popleft()
+            if batch_items == 1:
+                results.append(_line_result(line_numbers[0], response))
+                continue
+            results.extend(_line_result(number, found) for number, found in zip(line_numbers, response.results,
+                                                                                   strict=True))  # fmt: skip
     except grpc.RpcError as error:
         info = error_info(error)
         return Summary(results, f"{error.code().name} {info.reason if info else '-'}: {error.details()}")
     return Summary(results, "; ".join(unread))
 
 
-def _line_result(line_number: int, response: pb.StreamCardTransactionsResponse) -> LineResult:
+def _line_result(line_number: int, response: pb.StreamCardTransactionsResponse | pb.CardItemResult) -> LineResult:
     return LineResult(
         line_number, pb.CardItemStatus.Name(response.status).removeprefix("CARD_ITEM_STATUS_"), response.reason,
         response.message, response.bank_transaction_id,

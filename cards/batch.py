@@ -115,6 +115,7 @@ class CardBatch:
         self.state = _State()
         # Bank transactions that had a waiting item at some point of the batch: others have none to apply.
         self.ever_waiting: set[str] = set()
+        self.issued_accounts: dict[int, int] = {}  # PARTNER_ISSUED account by partner
 
     def apply(self, items: Sequence[CardItemCommand]) -> list[CardItemResult]:
         """Results of the items this batch decides, from the first on: it stops before the first it does not."""
@@ -313,7 +314,7 @@ class CardBatch:
             receipt_id=receipt(transaction["bank_transaction_id"]), amount_minor=amount_minor,
             currency=transaction["currency"], references_transaction_id=earn_id, points=points,
         )  # fmt: skip
-        issued = self.ledger.account_id("PARTNER_ISSUED", issuer if issuer is not None else 0)
+        issued = self._issued_account(issuer if issuer is not None else 0)
         self._entries(reversal, [(member.accounts.points_account_id, DEBIT, points), (issued, CREDIT, points)])
         state = self.state
         state.append(state.movements, {"lot_id": lot.ref, "transaction_id": reversal, "kind": "REVERSED",
@@ -336,7 +337,7 @@ class CardBatch:
             business_time=time, receipt_id=receipt(item.bank_transaction_id), amount_minor=item.amount_minor,
             currency=terms.currency, references_transaction_id=None, points=points,
         )  # fmt: skip
-        issued = self.ledger.account_id("PARTNER_ISSUED", partner_id)
+        issued = self._issued_account(partner_id)
         self._entries(earn, [(issued, DEBIT, points), (member.accounts.points_account_id, CREDIT, credited),
                              (member.accounts.debt_account_id, CREDIT, repaid)])  # fmt: skip
         lot = _Lot(
@@ -361,6 +362,14 @@ class CardBatch:
             points_delta=member.points_delta + credited, debt_delta=member.debt_delta - repaid,
         ))  # fmt: skip
         return earn
+
+    def _issued_account(self, partner_id: int) -> int:
+        # Asked for every earn and reversal: kept for the batch, which runs inside no savepoint, so an
+        # account the batch's transaction created cannot have been rolled back under it.
+        found = self.issued_accounts.get(partner_id)
+        if found is None:
+            found = self.issued_accounts[partner_id] = self.ledger.account_id("PARTNER_ISSUED", partner_id)
+        return found
 
     def _journal(self, **values: Any) -> int:
         self.state.append(self.state.journal, values | {"public_id": new_id(), "recorded_at": self.now})

@@ -116,6 +116,7 @@ class CardBatch:
         # Bank transactions that had a waiting item at some point of the batch: others have none to apply.
         self.ever_waiting: set[str] = set()
         self.issued_accounts: dict[int, int] = {}  # PARTNER_ISSUED account by partner
+        self.token_hashes: dict[str, str | None] = {}  # lookup hash by card token (None: not a valid token)
 
     def apply(self, items: Sequence[CardItemCommand]) -> list[CardItemResult]:
         """Results of the items this batch decides, from the first on: it stops before the first it does not."""
@@ -168,10 +169,15 @@ class CardBatch:
                                        lot.expires_at, lot.contract_version_id, lot.lost_points)  # fmt: skip
 
     def _token_hash(self, item: CardItemCommand) -> str | None:
+        # Asked when reading and again when applying, and a card buys again and again: an HMAC each.
+        if item.card_token in self.token_hashes:
+            return self.token_hashes[item.card_token]
         try:
-            return CardToken.of(item.card_token, self.settings.identifier_pepper).lookup_hash
+            found: str | None = CardToken.of(item.card_token, self.settings.identifier_pepper).lookup_hash
         except CoalitionError:
-            return None  # refused when the item is applied, on the item-by-item path
+            found = None  # refused when the item is applied, on the item-by-item path
+        self.token_hashes[item.card_token] = found
+        return found
 
     def _apply(self, item: CardItemCommand) -> CardItemResult:
         validate(item, self.now)

@@ -106,15 +106,16 @@ def fingerprint(item: CardItemCommand) -> str:
     this hash, so it never changes: tests/unit/cards/test_card_fingerprint.py holds it to the
     generic one and to known values.
     """
-    canonical = json.dumps(
-        {
-            "amount_minor": item.amount_minor, "bank_transaction_id": item.bank_transaction_id, "card_token": "",
-            "currency": item.currency, "item_id": item.item_id, "item_type": item.item_type.value,
-            "merchant_id": item.merchant_id, "transaction_time": item.transaction_time.isoformat(),
-        },
-        sort_keys=True, separators=(",", ":"),
-    )  # fmt: skip
+    canonical = _CANONICAL_JSON.encode({
+        "amount_minor": item.amount_minor, "bank_transaction_id": item.bank_transaction_id, "card_token": "",
+        "currency": item.currency, "item_id": item.item_id, "item_type": item.item_type.value,
+        "merchant_id": item.merchant_id, "transaction_time": item.transaction_time.isoformat(),
+    })  # fmt: skip
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+# codec.fingerprint's JSON settings, built once (json.dumps builds an encoder a call when given any).
+_CANONICAL_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
 
 
 def receipt(bank_transaction_id: str) -> str:

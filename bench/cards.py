@@ -7,8 +7,8 @@ and linked cards through the services, starts `python -m server.cli serve` in a 
   bank transaction over --streams concurrent calls, --batch-items a message (1: one item a message,
   as before batch messages): authorisations, clearings (some for another amount), refunds; half at
   partner merchants (two lots each), half elsewhere;
-- writes as many more to a CSV file and runs `coalition cards ingest FILE --batch-items N` on it in
-  a subprocess, then runs the same file again (every line a replay).
+- writes as many more to a CSV file and runs `coalition cards ingest FILE --batch-items N --streams M`
+  (M = --file-streams) on it in a subprocess, then runs the same file again (every line a replay).
 
 Prints items per second for each and the issue's target (2,000 items/s) with PASS or MISS. It never
 fails on a figure: the numbers depend on the machine and on whatever else runs on it.
@@ -74,6 +74,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--items", type=int, default=100_000, help="card items streamed, and as many in the file")
     parser.add_argument("--streams", type=int, default=4, help="concurrent StreamCardTransactions calls")
     parser.add_argument("--cards", type=int, default=2_000, help="linked cards (members)")
+    parser.add_argument(
+        "--file-streams", type=int, default=4,
+        help="`coalition cards ingest --streams`: calls side by side for the file (default 4, as --streams)",
+    )  # fmt: skip
     parser.add_argument("--workers", type=int, default=16, help="server RPC threads (LOYALTY_WORKERS)")
     parser.add_argument(
         "--batch-items", type=int, default=BATCH_ITEMS,
@@ -258,13 +262,15 @@ def _file(address: str, key_path: Path, directory: Path, arguments: argparse.Nam
         started = time.perf_counter()
         result = subprocess.run(
             [sys.executable, "-m", "server.cli", "cards", "ingest", str(path), "--partner", BANK, "--key-id", KEY_ID,
-             "--private-key", str(key_path), "--target", address, "--batch-items", str(arguments.batch_items)],
+             "--private-key", str(key_path), "--target", address, "--batch-items", str(arguments.batch_items),
+             "--streams", str(arguments.file_streams)],
             cwd=REPO_ROOT, env=_cli_environment(), capture_output=True, text=True, check=False,
         )  # fmt: skip
         elapsed = time.perf_counter() - started
         rates.append(arguments.items / elapsed)
         summary = " ".join(line.strip() for line in result.stdout.splitlines()[1:6])
-        print(f"{run}: {arguments.items:,} lines in {elapsed:.1f} s (exit {result.returncode}), "
+        print(f"{run} (--streams {arguments.file_streams}): {arguments.items:,} lines in {elapsed:.1f} s "
+              f"(exit {result.returncode}), "
               f"{rates[-1]:,.0f} items/s; {summary}")  # fmt: skip
         if result.returncode != 0:
             print(result.stdout[-2000:] + result.stderr[-2000:])

@@ -320,11 +320,11 @@ class LedgerRepository:
 
     def insert_transactions(self, rows: list[dict[str, Any]]) -> list[int]:
         """Inserts many journal transactions in one batch; their ids, in order."""
-        return [int(found[0][0]) for found in _INSERT_TRANSACTION.rows_many(self.connection, rows)]
+        return _INSERT_TRANSACTION.copy_rows_returning_ids(self.connection, rows)
 
     def insert_lots(self, rows: list[dict[str, Any]]) -> list[int]:
         """Inserts many lots in one batch; their ids, in order."""
-        return [int(found[0][0]) for found in _INSERT_LOT.rows_many(self.connection, rows)]
+        return _INSERT_LOT.copy_rows_returning_ids(self.connection, rows)
 
     def copy_entries(self, rows: list[dict[str, Any]]) -> None:
         """insert_entries for a large batch (COPY on PostgreSQL)."""

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import csv
+import queue
 import sys
+import threading
+import zlib
 from collections import Counter, deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -32,6 +35,7 @@ TYPES = {
 STATUSES = ("APPLIED", "WAITING", "IGNORED", "REJECTED")
 # Lines a stream message carries: the most the server takes in one (fewer messages, fewer round trips).
 BATCH_ITEMS = 500
+MAX_STREAMS = 16
 # Refused by this command before anything is sent; the server's reasons are its own.
 INVALID_LINE = "INVALID_CSV_LINE"
 FILE_FORMAT = f"""\
@@ -103,6 +107,11 @@ def _ingest_options(parser: argparse.ArgumentParser) -> None:
         "--batch-items", type=_batch_items, default=BATCH_ITEMS,
         help=f"items per stream message, 1 to {BATCH_ITEMS} (default {BATCH_ITEMS}; 1 sends one item a message)",
     )  # fmt: skip
+    parser.add_argument(
+        "--streams", type=_streams, default=1,
+        help="calls side by side (default 1); a bank transaction's lines always share one, in file order, but "
+        "lines of different transactions may then be applied in another order than the file's",
+    )  # fmt: skip
     parser.add_argument("--tls-ca", type=Path, default=None, help="CA certificate to trust: the server speaks TLS")
     parser.add_argument("--tls-server-name", default=None, help="host name the server certificate must carry")
     parser.add_argument("--tls-cert", type=Path, default=None, help="the bank's client certificate (mutual TLS)")
@@ -113,6 +122,13 @@ def _batch_items(text: str) -> int:
     value = int(text)
     if not 1 <= value <= BATCH_ITEMS:
         raise argparse.ArgumentTypeError(f"between 1 and {BATCH_ITEMS}")
+    return value
+
+
+def _streams(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= MAX_STREAMS:
+        raise argparse.ArgumentTypeError(f"between 1 and {MAX_STREAMS}")
     return value
 
 
@@ -162,7 +178,7 @@ def _ingest(arguments: argparse.Namespace) -> int:
         with arguments.file.open(encoding="utf-8-sig", newline="") as source:
             lines = read_items(source)
             with CoalitionClient(arguments.target, credentials, audience=settings.network_audience, tls=tls) as client:
-                summary = ingest(client, lines, batch_items=arguments.batch_items)
+                summary = ingest(client, lines, batch_items=arguments.batch_items, streams=arguments.streams)
     except (UnreadableFile, UnicodeDecodeError) as error:
         print(f"error: {arguments.file}: {error}", file=sys.stderr)
         return 2
@@ -253,14 +269,54 @@ def _item(values: dict[str, str]) -> pb.CardTransactionItem:
 
 def ingest(
     client: CoalitionClient, lines: Iterable[tuple[int, pb.CardTransactionItem | LineResult]], *,
-    batch_items: int = BATCH_ITEMS,
+    batch_items: int = BATCH_ITEMS, streams: int = 1,
 ) -> Summary:  # fmt: skip
-    """Streams the items in one call, ``batch_items`` a message (1: each in its own, as a single ``item``).
+    """Streams the items, ``batch_items`` a message (1: each in its own, as a single ``item``).
 
-    The server answers each message in order, with a result per item of a batch in the batch's order,
-    so answers pair with sent lines.
+    With several ``streams`` each bank transaction's lines go to one of them (by a hash of its id),
+    in file order; the calls run side by side.
     """
     results: list[LineResult] = []
+    if streams == 1:
+        return Summary(results, _send(client, lines, batch_items, results))
+    feeds = [_Feed(2 * batch_items) for _ in range(streams)]
+    failures = [""] * streams
+
+    def run(index: int) -> None:
+        try:
+            failures[index] = _send(client, feeds[index].lines(), batch_items, results)
+        finally:
+            feeds[index].close()  # a call that ended takes no more lines
+
+    threads = [threading.Thread(target=run, args=(index,), name=f"cards-ingest-{index}") for index in range(streams)]
+    for thread in threads:
+        thread.start()
+    unread = ""
+    try:
+        for line_number, item in lines:
+            if isinstance(item, LineResult):
+                results.append(item)
+                continue
+            feeds[zlib.crc32(item.bank_transaction_id.encode()) % streams].put((line_number, item))
+    except (UnicodeDecodeError, csv.Error) as error:
+        unread = f"the file could not be read after line {len(results)} or so ({type(error).__name__})"
+    finally:
+        for feed in feeds:
+            feed.end()
+        for thread in threads:
+            thread.join()
+    return Summary(results, "; ".join(found for found in (*dict.fromkeys(failures), unread) if found))
+
+
+def _send(
+    client: CoalitionClient, lines: Iterable[tuple[int, pb.CardTransactionItem | LineResult]], batch_items: int,
+    results: list[LineResult],
+) -> str:  # fmt: skip
+    """Streams the lines in one call and adds their results; why it stopped early, or "".
+
+    The server answers each message in order, with a result per item of a batch in the batch's
+    order, so answers pair with sent lines.
+    """
     sent: deque[list[int]] = deque()  # the line numbers of each message sent and not yet answered
     unread: list[str] = []
 
@@ -298,8 +354,37 @@ def ingest(
                                                                                    strict=True))  # fmt: skip
     except grpc.RpcError as error:
         info = error_info(error)
-        return Summary(results, f"{error.code().name} {info.reason if info else '-'}: {error.details()}")
-    return Summary(results, "; ".join(unread))
+        return f"{error.code().name} {info.reason if info else '-'}: {error.details()}"
+    return "; ".join(unread)
+
+
+_END_OF_LINES = object()
+
+
+class _Feed:
+    """The lines of one stream, handed from the reading thread to the stream's sending thread (bounded)."""
+
+    def __init__(self, max_lines: int) -> None:
+        self.waiting: queue.Queue[object] = queue.Queue(maxsize=max_lines)
+        self.is_closed = threading.Event()
+
+    def put(self, line: object) -> None:
+        while not self.is_closed.is_set():
+            try:
+                self.waiting.put(line, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+
+    def end(self) -> None:
+        self.put(_END_OF_LINES)
+
+    def close(self) -> None:
+        self.is_closed.set()
+
+    def lines(self) -> Iterator[tuple[int, pb.CardTransactionItem]]:
+        while (line := self.waiting.get()) is not _END_OF_LINES:
+            yield line  # type: ignore[misc]
 
 
 def _line_result(line_number: int, response: pb.StreamCardTransactionsResponse | pb.CardItemResult) -> LineResult:

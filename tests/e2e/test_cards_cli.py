@@ -64,8 +64,9 @@ def test_the_operator_maps_lists_and_removes_merchants(cli: Cli, onboard: Callab
     assert code == 1 and "NOT_FOUND CARD_MERCHANT_NOT_FOUND" in gone
 
 
-@pytest.mark.parametrize("batching", [(), ("--batch-items", "1"), ("--batch-items", "4")],
-                         ids=["batches", "one-item-messages", "batches-of-4"])  # fmt: skip
+@pytest.mark.parametrize("batching", [(), ("--batch-items", "1"), ("--batch-items", "4"),
+                                      ("--batch-items", "2", "--streams", "3")],
+                         ids=["batches", "one-item-messages", "batches-of-4", "three-streams"])  # fmt: skip
 def test_a_bank_file_is_applied_once_and_a_second_run_reports_replays(
     cli: Cli, onboard: Callable[..., Partner], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     batching: tuple[str, ...],

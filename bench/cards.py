@@ -4,10 +4,11 @@ Creates a throwaway database, seeds a card-issuer bank, two merchant partners wi
 and linked cards through the services, starts `python -m server.cli serve` in a subprocess, then:
 
 - streams --items card transactions over gRPC (StreamCardTransactions, signed as the bank), split by
-  bank transaction over --streams concurrent calls: authorisations, clearings (some for another
-  amount), refunds; half at partner merchants (two lots each), half elsewhere;
-- writes as many more to a CSV file and runs `coalition cards ingest FILE` on it in a subprocess,
-  then runs the same file again (every line a replay).
+  bank transaction over --streams concurrent calls, --batch-items a message (1: one item a message,
+  as before batch messages): authorisations, clearings (some for another amount), refunds; half at
+  partner merchants (two lots each), half elsewhere;
+- writes as many more to a CSV file and runs `coalition cards ingest FILE --batch-items N --streams M`
+  (M = --file-streams) on it in a subprocess, then runs the same file again (every line a replay).
 
 Prints items per second for each and the issue's target (2,000 items/s) with PASS or MISS. It never
 fails on a figure: the numbers depend on the machine and on whatever else runs on it.
@@ -52,7 +53,7 @@ from partners import services
 from partners.rates import ContractTerms
 from sdk.client import CoalitionClient, Credentials
 from sdk.tokens import generate_key_pair, load_private_key, write_private_key
-from server.cards_cli import COLUMNS
+from server.cards_cli import BATCH_ITEMS, COLUMNS
 
 TARGET_ITEMS_PER_SECOND = 2_000
 BANK, KEY_ID = "bench-bank", "bench-bank-1"
@@ -73,7 +74,15 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--items", type=int, default=100_000, help="card items streamed, and as many in the file")
     parser.add_argument("--streams", type=int, default=4, help="concurrent StreamCardTransactions calls")
     parser.add_argument("--cards", type=int, default=2_000, help="linked cards (members)")
+    parser.add_argument(
+        "--file-streams", type=int, default=4,
+        help="`coalition cards ingest --streams`: calls side by side for the file (default 4, as --streams)",
+    )  # fmt: skip
     parser.add_argument("--workers", type=int, default=16, help="server RPC threads (LOYALTY_WORKERS)")
+    parser.add_argument(
+        "--batch-items", type=int, default=BATCH_ITEMS,
+        help=f"items per stream message, streamed and from the file (default {BATCH_ITEMS}; 1: one item a message)",
+    )  # fmt: skip
     parser.add_argument(
         "--profile", type=Path, default=None,
         help="sample the server with py-spy during the first seconds of the stream and write collapsed stacks here",
@@ -88,7 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     load = ", ".join(f"{value:.2f}" for value in os.getloadavg())
     print(f"machine: {os.cpu_count()} CPUs, load average {load}; Python {platform.python_version()}, "
           f"grpcio {grpc.__version__}; {arguments.items:,} items, {arguments.streams} streams, "
-          f"{arguments.cards:,} cards")  # fmt: skip
+          f"{arguments.cards:,} cards, {arguments.batch_items} items a message")  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="coalition-bench-cards-") as work:
         url = create_database(arguments.database_url)
         server: ServerProcess | None = None
@@ -106,6 +115,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 problem = sampler.wait()
                 print("\n".join(summarise(arguments.profile)) if not problem else f"py-spy failed: {problem}")
             file_rate, replay_rate = _file(server.address, key_path, Path(work), arguments)
+        except Exception:
+            if server is not None:
+                print(f"server log (last lines):\n{server.log_tail(60)}", file=sys.stderr)
+            raise
         finally:
             if server is not None:
                 server.stop()
@@ -198,15 +211,16 @@ def _client(address: str, key_path: Path) -> CoalitionClient:
 
 
 def _stream(address: str, key_path: Path, arguments: argparse.Namespace) -> float:
-    shards: list[list[pb.StreamCardTransactionsRequest]] = [[] for _ in range(arguments.streams)]
+    shards: list[list[pb.CardTransactionItem]] = [[] for _ in range(arguments.streams)]
     for index, transaction in enumerate(_transactions("S", arguments.items, arguments.cards)):
-        shards[index % arguments.streams].extend(pb.StreamCardTransactionsRequest(item=item) for item in transaction)
+        shards[index % arguments.streams].extend(transaction)
     statuses: Counter[str] = Counter()
     lock = threading.Lock()
 
-    def send(shard: list[pb.StreamCardTransactionsRequest]) -> None:
+    def send(shard: list[pb.CardTransactionItem]) -> None:
         with _client(address, key_path) as client:
-            counted = Counter(STATUS_NAMES[r.status] for r in client.cards.StreamCardTransactions(iter(shard)))
+            responses = client.cards.StreamCardTransactions(_messages(shard, arguments.batch_items))
+            counted = Counter(STATUS_NAMES[r.status] for response in responses for r in _results(response))
         with lock:
             statuses.update(counted)
 
@@ -217,6 +231,20 @@ def _stream(address: str, key_path: Path, arguments: argparse.Namespace) -> floa
     rate = sum(statuses.values()) / elapsed
     print(f"stream: {sum(statuses.values()):,} items in {elapsed:.1f} s, {rate:,.0f} items/s; {dict(statuses)}")
     return rate
+
+
+def _messages(items: list[pb.CardTransactionItem], batch_items: int) -> Iterator[pb.StreamCardTransactionsRequest]:
+    if batch_items == 1:
+        yield from (pb.StreamCardTransactionsRequest(item=item) for item in items)
+        return
+    for start in range(0, len(items), batch_items):
+        yield pb.StreamCardTransactionsRequest(items=items[start : start + batch_items])
+
+
+def _results(
+    response: pb.StreamCardTransactionsResponse,
+) -> Sequence[pb.StreamCardTransactionsResponse | pb.CardItemResult]:
+    return response.results or [response]
 
 
 def _file(address: str, key_path: Path, directory: Path, arguments: argparse.Namespace) -> tuple[float, float]:
@@ -234,13 +262,15 @@ def _file(address: str, key_path: Path, directory: Path, arguments: argparse.Nam
         started = time.perf_counter()
         result = subprocess.run(
             [sys.executable, "-m", "server.cli", "cards", "ingest", str(path), "--partner", BANK, "--key-id", KEY_ID,
-             "--private-key", str(key_path), "--target", address],
+             "--private-key", str(key_path), "--target", address, "--batch-items", str(arguments.batch_items),
+             "--streams", str(arguments.file_streams)],
             cwd=REPO_ROOT, env=_cli_environment(), capture_output=True, text=True, check=False,
         )  # fmt: skip
         elapsed = time.perf_counter() - started
         rates.append(arguments.items / elapsed)
         summary = " ".join(line.strip() for line in result.stdout.splitlines()[1:6])
-        print(f"{run}: {arguments.items:,} lines in {elapsed:.1f} s (exit {result.returncode}), "
+        print(f"{run} (--streams {arguments.file_streams}): {arguments.items:,} lines in {elapsed:.1f} s "
+              f"(exit {result.returncode}), "
               f"{rates[-1]:,.0f} items/s; {summary}")  # fmt: skip
         if result.returncode != 0:
             print(result.stdout[-2000:] + result.stderr[-2000:])

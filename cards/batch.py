@@ -115,6 +115,8 @@ class CardBatch:
         self.state = _State()
         # Bank transactions that had a waiting item at some point of the batch: others have none to apply.
         self.ever_waiting: set[str] = set()
+        self.issued_accounts: dict[int, int] = {}  # PARTNER_ISSUED account by partner
+        self.token_hashes: dict[str, str | None] = {}  # lookup hash by card token (None: not a valid token)
 
     def apply(self, items: Sequence[CardItemCommand]) -> list[CardItemResult]:
         """Results of the items this batch decides, from the first on: it stops before the first it does not."""
@@ -167,10 +169,15 @@ class CardBatch:
                                        lot.expires_at, lot.contract_version_id, lot.lost_points)  # fmt: skip
 
     def _token_hash(self, item: CardItemCommand) -> str | None:
+        # Asked when reading and again when applying, and a card buys again and again: an HMAC each.
+        if item.card_token in self.token_hashes:
+            return self.token_hashes[item.card_token]
         try:
-            return CardToken.of(item.card_token, self.settings.identifier_pepper).lookup_hash
+            found: str | None = CardToken.of(item.card_token, self.settings.identifier_pepper).lookup_hash
         except CoalitionError:
-            return None  # refused when the item is applied, on the item-by-item path
+            found = None  # refused when the item is applied, on the item-by-item path
+        self.token_hashes[item.card_token] = found
+        return found
 
     def _apply(self, item: CardItemCommand) -> CardItemResult:
         validate(item, self.now)
@@ -313,7 +320,7 @@ class CardBatch:
             receipt_id=receipt(transaction["bank_transaction_id"]), amount_minor=amount_minor,
             currency=transaction["currency"], references_transaction_id=earn_id, points=points,
         )  # fmt: skip
-        issued = self.ledger.account_id("PARTNER_ISSUED", issuer if issuer is not None else 0)
+        issued = self._issued_account(issuer if issuer is not None else 0)
         self._entries(reversal, [(member.accounts.points_account_id, DEBIT, points), (issued, CREDIT, points)])
         state = self.state
         state.append(state.movements, {"lot_id": lot.ref, "transaction_id": reversal, "kind": "REVERSED",
@@ -336,7 +343,7 @@ class CardBatch:
             business_time=time, receipt_id=receipt(item.bank_transaction_id), amount_minor=item.amount_minor,
             currency=terms.currency, references_transaction_id=None, points=points,
         )  # fmt: skip
-        issued = self.ledger.account_id("PARTNER_ISSUED", partner_id)
+        issued = self._issued_account(partner_id)
         self._entries(earn, [(issued, DEBIT, points), (member.accounts.points_account_id, CREDIT, credited),
                              (member.accounts.debt_account_id, CREDIT, repaid)])  # fmt: skip
         lot = _Lot(
@@ -361,6 +368,14 @@ class CardBatch:
             points_delta=member.points_delta + credited, debt_delta=member.debt_delta - repaid,
         ))  # fmt: skip
         return earn
+
+    def _issued_account(self, partner_id: int) -> int:
+        # Asked for every earn and reversal: kept for the batch, which runs inside no savepoint, so an
+        # account the batch's transaction created cannot have been rolled back under it.
+        found = self.issued_accounts.get(partner_id)
+        if found is None:
+            found = self.issued_accounts[partner_id] = self.ledger.account_id("PARTNER_ISSUED", partner_id)
+        return found
 
     def _journal(self, **values: Any) -> int:
         self.state.append(self.state.journal, values | {"public_id": new_id(), "recorded_at": self.now})

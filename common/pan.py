@@ -16,6 +16,9 @@ from common.errors import InvalidArgument
 # Digits, optionally grouped by single spaces or dashes, as card numbers are printed. Greedy, so
 # each match is a maximal run and the characters around it decide whether it stands alone.
 _DIGIT_RUN = re.compile(r"\d(?:[ -]?\d)*")
+# Thirteen digits in such a run at least: text without one holds no card number (the common case,
+# checked in one scan before the exact rules below).
+_LONG_ENOUGH_RUN = re.compile(r"\d(?:[ -]?\d){12}")
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.IGNORECASE)
 
 
@@ -34,6 +37,12 @@ def passes_luhn(digits: str) -> bool:
 
 
 def looks_like_pan(text: str) -> bool:
+    if len(text) < 13 or _LONG_ENOUGH_RUN.search(text) is None:
+        return False
+    return _holds_pan(text)
+
+
+def _holds_pan(text: str) -> bool:
     text = _UUID.sub("x", text)  # a letter, so digits glued to a UUID stay part of a token
     for run in _DIGIT_RUN.finditer(text):
         before = text[run.start() - 1] if run.start() > 0 else ""

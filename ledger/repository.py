@@ -9,7 +9,8 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, case, func, select
+from sqlalchemy import BigInteger, Connection, and_, bindparam, case, func, select, true
+from sqlalchemy.dialects import postgresql
 
 from common.db import table_of
 from common.sql import Prebuilt, insert_ignoring_conflict, inserted_id
@@ -110,24 +111,47 @@ _LOST = (
     .where(movements.c.lot_id == lots.c.id, movements.c.kind.in_(("EXPIRED", "ADJUSTED")))
     .scalar_subquery()
 )
-_EARN_LOTS = (
-    select(
-        lots.c.source_transaction_id,
-        lots.c.id,
-        lots.c.member_id,
-        lots.c.remaining_points,
-        lots.c.available_at,
-        lots.c.expires_at,
-        transactions.c.contract_version_id,
-        _LOST,
-    )
-    .join(transactions, transactions.c.id == lots.c.source_transaction_id)
-    .where(lots.c.source_transaction_id.in_(bindparam("transactions", expanding=True)))
+_EARN_LOT = select(
+    lots.c.source_transaction_id,
+    lots.c.id,
+    lots.c.member_id,
+    lots.c.remaining_points,
+    lots.c.available_at,
+    lots.c.expires_at,
+    transactions.c.contract_version_id,
+    _LOST,
+).join(transactions, transactions.c.id == lots.c.source_transaction_id)
+_EARN_LOTS = _EARN_LOT.where(lots.c.source_transaction_id.in_(bindparam("transactions", expanding=True)))
+# PostgreSQL: one index probe per earn, whatever the statistics say (a ledger filled faster than
+# autovacuum analyses it has none, and an IN list of a card batch's earns was then planned as a
+# read of every lot, compared with each id).
+_WANTED_EARNS = (
+    func.unnest(bindparam("transactions", type_=postgresql.ARRAY(BigInteger)))
+    .table_valued("id")
+    .render_derived(name="wanted")
 )
+_EARN_LOT_FOUND = (
+    _EARN_LOT.where(lots.c.source_transaction_id == _WANTED_EARNS.c.id)
+    .offset(0)  # keeps it a lookup per id rather than one join planned as a whole
+    .lateral("found")
+)
+_EARN_LOTS_PG = select(_EARN_LOT_FOUND).select_from(_WANTED_EARNS).join(_EARN_LOT_FOUND, true())
 
 # Partner and operator account ids never change once created; cached per database.
 _account_ids: dict[tuple[str, str, int], int] = {}
 _account_ids_lock = threading.Lock()
+_CREATED_ACCOUNTS = "ledger.accounts_created"
+
+
+def _accounts_created_in_transaction(connection: Connection) -> set[tuple[str, str, int]]:
+    """The accounts the connection's current transaction inserted (kept in the pooled connection's info)."""
+    transaction = connection.get_transaction()
+    found = connection.info.get(_CREATED_ACCOUNTS)
+    if found is None or found[0] is not transaction:  # a later transaction: its own, empty set
+        found = (transaction, set())
+        connection.info[_CREATED_ACCOUNTS] = found
+    created: set[tuple[str, str, int]] = found[1]
+    return created
 
 
 @dataclass(frozen=True)
@@ -182,7 +206,8 @@ class LedgerRepository:
         """The account's id, creating the account on first use.
 
         Only ids of rows that were already committed are cached: an id created in this transaction
-        is invisible to others (and gone if it rolls back) until the transaction commits.
+        is invisible to others (and gone if it rolls back) until the transaction commits. That holds
+        for a second ask in the same transaction too, which finds the row the first one inserted.
         """
         cache_key = (str(self.connection.engine.url), kind, owner_id)
         with _account_ids_lock:
@@ -195,7 +220,10 @@ class LedgerRepository:
                 select(accounts.c.id).where(accounts.c.kind == kind, accounts.c.owner_id == owner_id)
             ).scalar_one()
         )
-        if not created:
+        uncommitted = _accounts_created_in_transaction(self.connection)
+        if created:
+            uncommitted.add(cache_key)
+        elif cache_key not in uncommitted:
             with _account_ids_lock:
                 _account_ids[cache_key] = account_id
         return account_id
@@ -299,16 +327,17 @@ class LedgerRepository:
         """The lots of these earns, by earn transaction id (an earn without a lot is absent)."""
         if not earn_transaction_ids:
             return {}
-        rows = self.connection.execute(_EARN_LOTS, {"transactions": sorted(set(earn_transaction_ids))})
+        statement = _EARN_LOTS_PG if self.connection.dialect.name == "postgresql" else _EARN_LOTS
+        rows = self.connection.execute(statement, {"transactions": sorted(set(earn_transaction_ids))})
         return {int(row[0]): EarnLot(*row) for row in rows}
 
     def insert_transactions(self, rows: list[dict[str, Any]]) -> list[int]:
         """Inserts many journal transactions in one batch; their ids, in order."""
-        return [int(found[0][0]) for found in _INSERT_TRANSACTION.rows_many(self.connection, rows)]
+        return _INSERT_TRANSACTION.copy_rows_returning_ids(self.connection, rows)
 
     def insert_lots(self, rows: list[dict[str, Any]]) -> list[int]:
         """Inserts many lots in one batch; their ids, in order."""
-        return [int(found[0][0]) for found in _INSERT_LOT.rows_many(self.connection, rows)]
+        return _INSERT_LOT.copy_rows_returning_ids(self.connection, rows)
 
     def copy_entries(self, rows: list[dict[str, Any]]) -> None:
         """insert_entries for a large batch (COPY on PostgreSQL)."""

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import csv
+import queue
 import sys
+import threading
+import zlib
 from collections import Counter, deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -30,6 +33,9 @@ TYPES = {
     "REFUND": pb.CARD_ITEM_TYPE_REFUND, "CHARGEBACK": pb.CARD_ITEM_TYPE_CHARGEBACK,
 }  # fmt: skip
 STATUSES = ("APPLIED", "WAITING", "IGNORED", "REJECTED")
+# Lines a stream message carries: the most the server takes in one (fewer messages, fewer round trips).
+BATCH_ITEMS = 500
+MAX_STREAMS = 16
 # Refused by this command before anything is sent; the server's reasons are its own.
 INVALID_LINE = "INVALID_CSV_LINE"
 FILE_FORMAT = f"""\
@@ -50,10 +56,11 @@ Example:
   REFUND,T-1001,R-1,,,EUR,2000,2026-03-15T09:30:00Z
 
 The items are sent as one StreamCardTransactions call signed by the bank's key, the call a stream
-integration makes, so each has exactly one effect: running the same file again applies nothing new
-and reports every line as a replay. A line holding a card number is refused (PAN_NOT_ALLOWED) and
-its content is never printed. Exit status: 0 when no line was rejected, 1 when some were (or the call
-failed: run the file again, it is safe), 2 when the file cannot be read.
+integration makes (--batch-items lines a message), so each has exactly one effect: running the same
+file again applies nothing new and reports every line as a replay. A line holding a card number is
+refused (PAN_NOT_ALLOWED) alone and its content is never printed. Exit status: 0 when no line was
+rejected, 1 when some were (or the call failed: run the file again, it is safe), 2 when the file
+cannot be read.
 """
 
 
@@ -96,10 +103,33 @@ def _ingest_options(parser: argparse.ArgumentParser) -> None:
         "--private-key", type=Path, default=None, help="its private key (default: LOYALTY_KEYS_DIR/<partner>.pem)"
     )
     parser.add_argument("--target", default=settings.listen_address, help="server host:port")
+    parser.add_argument(
+        "--batch-items", type=_batch_items, default=BATCH_ITEMS,
+        help=f"items per stream message, 1 to {BATCH_ITEMS} (default {BATCH_ITEMS}; 1 sends one item a message)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--streams", type=_streams, default=1,
+        help="calls side by side (default 1); a bank transaction's lines always share one, in file order, but "
+        "lines of different transactions may then be applied in another order than the file's",
+    )  # fmt: skip
     parser.add_argument("--tls-ca", type=Path, default=None, help="CA certificate to trust: the server speaks TLS")
     parser.add_argument("--tls-server-name", default=None, help="host name the server certificate must carry")
     parser.add_argument("--tls-cert", type=Path, default=None, help="the bank's client certificate (mutual TLS)")
     parser.add_argument("--tls-key", type=Path, default=None, help="the key of --tls-cert")
+
+
+def _batch_items(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= BATCH_ITEMS:
+        raise argparse.ArgumentTypeError(f"between 1 and {BATCH_ITEMS}")
+    return value
+
+
+def _streams(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= MAX_STREAMS:
+        raise argparse.ArgumentTypeError(f"between 1 and {MAX_STREAMS}")
+    return value
 
 
 def _merchant_commands(actions: Any) -> None:
@@ -148,7 +178,7 @@ def _ingest(arguments: argparse.Namespace) -> int:
         with arguments.file.open(encoding="utf-8-sig", newline="") as source:
             lines = read_items(source)
             with CoalitionClient(arguments.target, credentials, audience=settings.network_audience, tls=tls) as client:
-                summary = ingest(client, lines)
+                summary = ingest(client, lines, batch_items=arguments.batch_items, streams=arguments.streams)
     except (UnreadableFile, UnicodeDecodeError) as error:
         print(f"error: {arguments.file}: {error}", file=sys.stderr)
         return 2
@@ -237,35 +267,127 @@ def _item(values: dict[str, str]) -> pb.CardTransactionItem:
     )  # fmt: skip
 
 
-def ingest(client: CoalitionClient, lines: Iterable[tuple[int, pb.CardTransactionItem | LineResult]]) -> Summary:
-    """Streams the items in one call; the server answers each in order, so answers pair with sent lines."""
-    results: list[LineResult] = []
-    sent: deque[int] = deque()
+def ingest(
+    client: CoalitionClient, lines: Iterable[tuple[int, pb.CardTransactionItem | LineResult]], *,
+    batch_items: int = BATCH_ITEMS, streams: int = 1,
+) -> Summary:  # fmt: skip
+    """Streams the items, ``batch_items`` a message (1: each in its own, as a single ``item``).
 
+    With several ``streams`` each bank transaction's lines go to one of them (by a hash of its id),
+    in file order; the calls run side by side.
+    """
+    results: list[LineResult] = []
+    if streams == 1:
+        return Summary(results, _send(client, lines, batch_items, results))
+    feeds = [_Feed(2 * batch_items) for _ in range(streams)]
+    failures = [""] * streams
+
+    def run(index: int) -> None:
+        try:
+            failures[index] = _send(client, feeds[index].lines(), batch_items, results)
+        finally:
+            feeds[index].close()  # a call that ended takes no more lines
+
+    threads = [threading.Thread(target=run, args=(index,), name=f"cards-ingest-{index}") for index in range(streams)]
+    for thread in threads:
+        thread.start()
+    unread = ""
+    try:
+        for line_number, item in lines:
+            if isinstance(item, LineResult):
+                results.append(item)
+                continue
+            feeds[zlib.crc32(item.bank_transaction_id.encode()) % streams].put((line_number, item))
+    except (UnicodeDecodeError, csv.Error) as error:
+        unread = f"the file could not be read after line {len(results)} or so ({type(error).__name__})"
+    finally:
+        for feed in feeds:
+            feed.end()
+        for thread in threads:
+            thread.join()
+    return Summary(results, "; ".join(found for found in (*dict.fromkeys(failures), unread) if found))
+
+
+def _send(
+    client: CoalitionClient, lines: Iterable[tuple[int, pb.CardTransactionItem | LineResult]], batch_items: int,
+    results: list[LineResult],
+) -> str:  # fmt: skip
+    """Streams the lines in one call and adds their results; why it stopped early, or "".
+
+    The server answers each message in order, with a result per item of a batch in the batch's
+    order, so answers pair with sent lines.
+    """
+    sent: deque[list[int]] = deque()  # the line numbers of each message sent and not yet answered
     unread: list[str] = []
+
+    def message(batch: list[tuple[int, pb.CardTransactionItem]]) -> pb.StreamCardTransactionsRequest:
+        sent.append([line_number for line_number, _ in batch])
+        if batch_items == 1:
+            return pb.StreamCardTransactionsRequest(item=batch[0][1])
+        return pb.StreamCardTransactionsRequest(items=[item for _, item in batch])
 
     def requests() -> Iterator[pb.StreamCardTransactionsRequest]:
         # Runs on gRPC's sending thread: a file that turns unreadable ends the stream, and is reported.
+        batch: list[tuple[int, pb.CardTransactionItem]] = []
         try:
             for line_number, item in lines:
                 if isinstance(item, LineResult):
                     results.append(item)
                     continue
-                sent.append(line_number)
-                yield pb.StreamCardTransactionsRequest(item=item)
+                batch.append((line_number, item))
+                if len(batch) == batch_items:
+                    yield message(batch)
+                    batch = []
         except (UnicodeDecodeError, csv.Error) as error:
-            unread.append(f"the file could not be read after {len(sent) + len(results)} items ({type(error).__name__})")
+            count = sum(map(len, sent)) + len(batch) + len(results)
+            unread.append(f"the file could not be read after {count} items ({type(error).__name__})")
+        if batch:  # what was read is sent, even when the rest of the file could not be
+            yield message(batch)
 
     try:
         for response in client.cards.StreamCardTransactions(requests()):
-            results.append(_line_result(sent.popleft(), response))
+            line_numbers = sent.popleft()
+            if batch_items == 1:
+                results.append(_line_result(line_numbers[0], response))
+                continue
+            results.extend(_line_result(number, found) for number, found in zip(line_numbers, response.results,
+                                                                                   strict=True))  # fmt: skip
     except grpc.RpcError as error:
         info = error_info(error)
-        return Summary(results, f"{error.code().name} {info.reason if info else '-'}: {error.details()}")
-    return Summary(results, "; ".join(unread))
+        return f"{error.code().name} {info.reason if info else '-'}: {error.details()}"
+    return "; ".join(unread)
 
 
-def _line_result(line_number: int, response: pb.StreamCardTransactionsResponse) -> LineResult:
+_END_OF_LINES = object()
+
+
+class _Feed:
+    """The lines of one stream, handed from the reading thread to the stream's sending thread (bounded)."""
+
+    def __init__(self, max_lines: int) -> None:
+        self.waiting: queue.Queue[object] = queue.Queue(maxsize=max_lines)
+        self.is_closed = threading.Event()
+
+    def put(self, line: object) -> None:
+        while not self.is_closed.is_set():
+            try:
+                self.waiting.put(line, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+
+    def end(self) -> None:
+        self.put(_END_OF_LINES)
+
+    def close(self) -> None:
+        self.is_closed.set()
+
+    def lines(self) -> Iterator[tuple[int, pb.CardTransactionItem]]:
+        while (line := self.waiting.get()) is not _END_OF_LINES:
+            yield line  # type: ignore[misc]
+
+
+def _line_result(line_number: int, response: pb.StreamCardTransactionsResponse | pb.CardItemResult) -> LineResult:
     return LineResult(
         line_number, pb.CardItemStatus.Name(response.status).removeprefix("CARD_ITEM_STATUS_"), response.reason,
         response.message, response.bank_transaction_id,

@@ -2,22 +2,27 @@
 
 from __future__ import annotations
 
-import queue
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, cast
 
 from loyalty.v1 import card_service_pb2 as pb
 
 from cards.commands import CardItemCommand, CardItemResult, ItemStatus, ItemType, LinkResult, MerchantView
-from common.errors import CoalitionError
+from common.errors import CoalitionError, InvalidArgument
 from server.convert import UnknownEnumValue, datetime_of, timestamp
-from server.interceptors import RefusedMessage
+from server.interceptors import RefusedElements, RefusedMessage
 
+# Items of one request message at most: a bank batches its items; more is a client's mistake.
+MAX_MESSAGE_ITEMS = 500
 # Items applied in one database transaction at most: enough to share a commit, few enough to hold
-# member locks briefly and answer the first items of a burst soon.
-MAX_BATCH_ITEMS = 100
-_Request = pb.StreamCardTransactionsRequest | RefusedMessage
+# member locks briefly and answer the first items of a burst soon. Messages are never split, so a
+# batch message is applied whole, and waiting single-item messages are grouped up to this.
+MAX_BATCH_ITEMS = 500
+_Request = pb.StreamCardTransactionsRequest | RefusedMessage | RefusedElements
+_Fields = dict[str, Any]
 _TYPES = {
     pb.CARD_ITEM_TYPE_AUTHORISATION: ItemType.AUTHORISATION,
     pb.CARD_ITEM_TYPE_CLEARING: ItemType.CLEARING,
@@ -33,6 +38,14 @@ _STATUSES = {
 }
 
 
+class CardBatchTooLarge(InvalidArgument):
+    reason = "CARD_BATCH_TOO_LARGE"
+
+
+class InvalidCardBatch(InvalidArgument):
+    reason = "INVALID_CARD_BATCH"
+
+
 def item_command(message: pb.CardTransactionItem) -> CardItemCommand:
     item_type = _TYPES.get(message.type)
     if item_type is None:
@@ -46,106 +59,195 @@ def item_command(message: pb.CardTransactionItem) -> CardItemCommand:
     )  # fmt: skip
 
 
+def _result_fields(result: CardItemResult) -> _Fields:
+    return {
+        "bank_transaction_id": result.bank_transaction_id,
+        "type": _TYPE_NUMBERS.get(result.item_type, pb.CARD_ITEM_TYPE_UNSPECIFIED),
+        "item_id": result.item_id, "status": _STATUSES[result.status], "reason": result.reason,
+        "message": result.message, "pending_points": result.pending_points, "points_earned": result.points_earned,
+        "points_reversed": result.points_reversed, "debt_points": result.debt_points,
+        "idempotent_replay": result.is_replay,
+    }  # fmt: skip
+
+
 def item_response(result: CardItemResult) -> pb.StreamCardTransactionsResponse:
-    return pb.StreamCardTransactionsResponse(
-        bank_transaction_id=result.bank_transaction_id,
-        type=_TYPE_NUMBERS.get(result.item_type, pb.CARD_ITEM_TYPE_UNSPECIFIED),
-        item_id=result.item_id, status=_STATUSES[result.status], reason=result.reason, message=result.message,
-        pending_points=result.pending_points, points_earned=result.points_earned,
-        points_reversed=result.points_reversed, debt_points=result.debt_points, idempotent_replay=result.is_replay,
-    )  # fmt: skip
+    return pb.StreamCardTransactionsResponse(**_result_fields(result))
 
 
-def _refused(
-    error: CoalitionError, message: pb.StreamCardTransactionsRequest | None
-) -> pb.StreamCardTransactionsResponse:
-    response = pb.StreamCardTransactionsResponse(
-        status=pb.CARD_ITEM_STATUS_REJECTED, reason=error.reason, message=error.message
-    )
-    if message is not None:  # a message refused for a card number is never echoed
-        response.bank_transaction_id = message.item.bank_transaction_id
-        response.type = message.item.type
-        response.item_id = message.item.item_id
-    return response
+def _refused_fields(error: CoalitionError, item: pb.CardTransactionItem | None) -> _Fields:
+    fields: _Fields = {"status": pb.CARD_ITEM_STATUS_REJECTED, "reason": error.reason, "message": error.message}
+    if item is not None:  # an item refused for a card number is never echoed
+        fields |= {"bank_transaction_id": item.bank_transaction_id, "type": item.type, "item_id": item.item_id}
+    return fields
+
+
+@dataclass(frozen=True)
+class _Message:
+    """One request's items: those to apply, in order, and the answers of those refused before that."""
+
+    is_batch: bool
+    commands: list[CardItemCommand]
+    # One per item: its refusal, or None where the next command's result goes.
+    answers: list[_Fields | None]
+
+    def response(self, results: Iterator[CardItemResult]) -> pb.StreamCardTransactionsResponse:
+        answers = [answer if answer is not None else _result_fields(next(results)) for answer in self.answers]
+        if not self.is_batch:
+            return pb.StreamCardTransactionsResponse(**answers[0])
+        return pb.StreamCardTransactionsResponse(results=[pb.CardItemResult(**answer) for answer in answers])
+
+
+def _message(request: _Request) -> _Message:
+    """The request's items; raises for a request the stream cannot answer (too many items, or both forms)."""
+    if isinstance(request, RefusedMessage):
+        return _Message(False, [], [_refused_fields(request.error, None)])
+    refused: Mapping[tuple[str, int], CoalitionError] = {}
+    if isinstance(request, RefusedElements):
+        refused, request = request.errors, cast(pb.StreamCardTransactionsRequest, request.message)
+    if not request.items:  # one item (an empty request is one malformed item, as before batches)
+        return _items(False, [request.item], {})
+    if request.HasField("item"):
+        raise InvalidCardBatch("set either item or items, not both")
+    if len(request.items) > MAX_MESSAGE_ITEMS:
+        raise CardBatchTooLarge(
+            f"a request holds at most {MAX_MESSAGE_ITEMS} items, not {len(request.items)}: send smaller batches",
+            max_items=MAX_MESSAGE_ITEMS,
+        )  # fmt: skip
+    return _items(True, request.items, {index: error for (name, index), error in refused.items() if name == "items"})
+
+
+def _items(is_batch: bool, items: Sequence[pb.CardTransactionItem], refused: Mapping[int, CoalitionError]) -> _Message:
+    commands: list[CardItemCommand] = []
+    answers: list[_Fields | None] = []
+    for index, item in enumerate(items):
+        error = refused.get(index)
+        if error is not None:
+            answers.append(_refused_fields(error, None))
+            continue
+        try:
+            commands.append(item_command(item))
+        except CoalitionError as malformed:
+            answers.append(_refused_fields(malformed, item))
+            continue
+        answers.append(None)
+    return _Message(is_batch, commands, answers)
 
 
 def item_responses(
-    requests: Iterator[pb.StreamCardTransactionsRequest | RefusedMessage],
-    apply: Callable[[Sequence[CardItemCommand]], list[CardItemResult]],
+    requests: Iterator[_Request], apply: Callable[[Sequence[CardItemCommand]], list[CardItemResult]]
 ) -> Iterator[pb.StreamCardTransactionsResponse]:
     """One response per request, in order: refused and malformed items get theirs without stopping the stream.
 
     The items already received are applied together (one database transaction, see CardFeed.apply_batch):
-    a bank that streams fast gets large batches, one that sends an item at a time gets it answered at once.
+    a bank that streams fast or sends batches gets large transactions, one that sends an item at a
+    time gets it answered at once. A request the stream cannot answer ends it, after the requests
+    before it are answered.
     """
-    for batch in _received_batches(requests):
-        answers: list[pb.StreamCardTransactionsResponse | None] = []
-        commands: list[CardItemCommand] = []
-        for request in batch:
-            if isinstance(request, RefusedMessage):
-                answers.append(_refused(request.error, None))
-                continue
+    for group in _received_groups(requests):
+        messages: list[_Message] = []
+        ending: CoalitionError | None = None
+        for request in group:
             try:
-                commands.append(item_command(request.item))
-            except CoalitionError as error:
-                answers.append(_refused(error, request))
-                continue
-            answers.append(None)
+                messages.append(_message(request))
+            except CoalitionError as error:  # what came before it is still applied and answered
+                ending = error
+                break
+        commands = [command for message in messages for command in message.commands]
         results = iter(apply(commands) if commands else [])
-        for answer in answers:
-            yield answer if answer is not None else item_response(next(results))
+        for message in messages:
+            yield message.response(results)
+        if ending is not None:
+            raise ending
 
 
 _END = object()
 
 
-def _received_batches(requests: Iterator[_Request]) -> Iterator[list[_Request]]:
-    """Batches of what has arrived: waits for one request, then takes those already waiting, up to a limit.
+def _weight(request: object) -> int:
+    """How many items a request holds, for bounding what is buffered and applied together."""
+    if isinstance(request, RefusedElements):
+        request = request.message
+    if isinstance(request, pb.StreamCardTransactionsRequest):
+        return max(len(request.items), 1)
+    return 1 if isinstance(request, RefusedMessage) else 0
 
-    A thread reads the call's requests into a bounded queue (the client is slowed down, not buffered
+
+class _Received:
+    """Requests read from the call and not yet taken, bounded by the items they hold."""
+
+    def __init__(self, max_items: int) -> None:
+        self.max_items = max_items
+        self.changed = threading.Condition()
+        self.waiting: deque[tuple[object, int]] = deque()
+        self.items = 0
+        self.is_closed = False
+
+    def put(self, value: object) -> bool:
+        """Waits for room (one request always fits an empty buffer); False once closed."""
+        weight = _weight(value)
+        with self.changed:
+            while self.waiting and self.items + weight > self.max_items and not self.is_closed:
+                self.changed.wait()
+            if self.is_closed:
+                return False
+            self.waiting.append((value, weight))
+            self.items += weight
+            self.changed.notify_all()
+            return True
+
+    def take(self, max_items: int) -> list[object]:
+        """Waits for one request, then takes those waiting behind it while they hold ``max_items`` at most."""
+        with self.changed:
+            while not self.waiting:
+                self.changed.wait()
+            taken: list[object] = []
+            total = 0
+            while self.waiting and (not taken or total + self.waiting[0][1] <= max_items):
+                value, weight = self.waiting.popleft()
+                taken.append(value)
+                total += weight
+                self.items -= weight
+            self.changed.notify_all()
+            return taken
+
+    def close(self) -> None:
+        with self.changed:
+            self.is_closed = True
+            self.changed.notify_all()
+
+
+def _received_groups(requests: Iterator[_Request]) -> Iterator[list[_Request]]:
+    """Groups of what has arrived: waits for one request, then takes those already waiting, up to a limit.
+
+    A thread reads the call's requests into a bounded buffer (the client is slowed down, not buffered
     without end); it stops when the call ends or when this generator is closed.
     """
-    received: queue.Queue[object] = queue.Queue(maxsize=2 * MAX_BATCH_ITEMS)
-    stopped = threading.Event()
-
-    def put(value: object) -> bool:
-        while not stopped.is_set():
-            try:
-                received.put(value, timeout=0.5)
-                return True
-            except queue.Full:
-                continue
-        return False
+    received = _Received(2 * MAX_BATCH_ITEMS)
 
     def read() -> None:
         try:
             for request in requests:
-                if not put(request):
+                if not received.put(request):
                     return
         except Exception as error:  # handed to the call's thread, which raises it
-            put(_Failure(error))
+            received.put(_Failure(error))
             return
-        put(_END)
+        received.put(_END)
 
     threading.Thread(target=read, name="card-stream-reader", daemon=True).start()
     try:
         while True:
-            batch = [received.get()]
-            while len(batch) < MAX_BATCH_ITEMS:
-                try:
-                    batch.append(received.get_nowait())
-                except queue.Empty:
-                    break
-            requests_in_batch = [item for item in batch if item is not _END and not isinstance(item, _Failure)]
-            if requests_in_batch:
-                yield requests_in_batch  # type: ignore[misc]
-            for item in batch:
+            taken = received.take(MAX_BATCH_ITEMS)
+            group = [item for item in taken if item is not _END and not isinstance(item, _Failure)]
+            if group:
+                yield group  # type: ignore[misc]
+            for item in taken:
                 if isinstance(item, _Failure):
                     raise item.error
                 if item is _END:
                     return
     finally:
-        stopped.set()
+        received.close()
 
 
 @dataclass(frozen=True)

@@ -169,7 +169,9 @@ class PanGuardInterceptor(_ServerInterceptor):
     """Refuses any request with a card number in any text field, before it reaches a service.
 
     In a client stream each message is checked as it is read: one holding a card number reaches the
-    servicer as a ``RefusedMessage`` (answered on its own) and the stream goes on.
+    servicer as a ``RefusedMessage`` (answered on its own) and the stream goes on. The elements of a
+    streamed message's repeated message fields (a batch of items) are checked one by one: those
+    holding a card number are cleared and reported in a ``RefusedElements``, the others go on.
     """
 
     def intercept_service(self, continuation: Any, details: grpc.HandlerCallDetails) -> Any:
@@ -198,25 +200,60 @@ class RefusedMessage:
     error: CoalitionError
 
 
-def _pan_checked(requests: Iterator[Message]) -> Iterator[Message | RefusedMessage]:
+@dataclass(frozen=True)
+class RefusedElements:
+    """A streamed request message some elements of whose repeated message fields the PAN guard refused.
+
+    The refused elements are cleared in ``message`` (what they held goes no further); ``errors`` maps
+    each one's (field name, index) to its error, for the servicer to answer those elements alone.
+    """
+
+    message: Message
+    errors: Mapping[tuple[str, int], CoalitionError]
+
+
+def _pan_checked(requests: Iterator[Message]) -> Iterator[Message | RefusedMessage | RefusedElements]:
     for request in requests:
+        refused: dict[tuple[str, int], CoalitionError] = {}
         try:
-            _refuse_pans(request, "")
+            for field, value in request.ListFields():
+                if not _is_element_list(field):
+                    _refuse_field_pans(field, value, field.name)
+                    continue
+                for index, element in enumerate(value):
+                    try:
+                        _refuse_pans(element, f"{field.name}[{index}].")
+                    except PanNotAllowed as error:
+                        refused[(field.name, index)] = error
         except PanNotAllowed as error:
             yield RefusedMessage(error)  # the message itself goes no further
             continue
-        yield request
+        if not refused:
+            yield request
+            continue
+        for name, index in refused:
+            getattr(request, name)[index].Clear()
+        yield RefusedElements(request, refused)
+
+
+def _is_element_list(field: FieldDescriptor) -> bool:
+    if not field.is_repeated or field.message_type is None:
+        return False
+    return not field.message_type.GetOptions().map_entry
 
 
 def _refuse_pans(message: Message, prefix: str) -> None:
     for field, value in message.ListFields():
-        name = prefix + field.name
-        values = value if field.is_repeated else [value]
-        for item in values:
-            if field.type == FieldDescriptor.TYPE_STRING:
-                refuse_pan(name, item)
-            elif field.type == FieldDescriptor.TYPE_MESSAGE:
-                _refuse_pans(item, name + ".")
+        _refuse_field_pans(field, value, prefix + field.name)
+
+
+def _refuse_field_pans(field: FieldDescriptor, value: Any, name: str) -> None:
+    values = value if field.is_repeated else [value]
+    for item in values:
+        if field.type == FieldDescriptor.TYPE_STRING:
+            refuse_pan(name, item)
+        elif field.type == FieldDescriptor.TYPE_MESSAGE:
+            _refuse_pans(item, name + ".")
 
 
 class AuthInterceptor(_ServerInterceptor):

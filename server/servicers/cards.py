@@ -13,7 +13,7 @@ from cards.commands import LinkCommand
 from cards.services import CardService
 from checkout.session import PartnerRef
 from server import cards_convert, convert
-from server.interceptors import RefusedMessage, current_principal
+from server.interceptors import RefusedElements, RefusedMessage, current_principal
 from server.servicers.partner_admin import admin_request_key
 
 
@@ -39,7 +39,7 @@ class CardServicer(card_service_pb2_grpc.CardServiceServicer):
         )
 
     def StreamCardTransactions(
-        self, request_iterator: Iterator[pb.StreamCardTransactionsRequest | RefusedMessage],
+        self, request_iterator: Iterator[pb.StreamCardTransactionsRequest | RefusedMessage | RefusedElements],
         context: grpc.ServicerContext,
     ) -> Iterator[pb.StreamCardTransactionsResponse]:  # fmt: skip
         issuer = _issuer()

@@ -64,9 +64,13 @@ def test_the_operator_maps_lists_and_removes_merchants(cli: Cli, onboard: Callab
     assert code == 1 and "NOT_FOUND CARD_MERCHANT_NOT_FOUND" in gone
 
 
+@pytest.mark.parametrize("batching", [(), ("--batch-items", "1"), ("--batch-items", "4"),
+                                      ("--batch-items", "2", "--streams", "3")],
+                         ids=["batches", "one-item-messages", "batches-of-4", "three-streams"])  # fmt: skip
 def test_a_bank_file_is_applied_once_and_a_second_run_reports_replays(
-    cli: Cli, onboard: Callable[..., Partner], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+    cli: Cli, onboard: Callable[..., Partner], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    batching: tuple[str, ...],
+) -> None:  # fmt: skip
     bank, shop = onboard(kind=admin_pb.PARTNER_KIND_CARD_ISSUER), onboard()
     merchant_id = f"mid-{uuid.uuid4().hex[:10]}"
     assert cli.admin("add", merchant_id, "--partner", shop.partner_id)[0] == 0
@@ -95,7 +99,7 @@ def test_a_bank_file_is_applied_once_and_a_second_run_reports_replays(
     write_private_key(keys / f"{bank.partner_id}.pem", bank.private_key)
     monkeypatch.setenv("LOYALTY_KEYS_DIR", str(keys))  # where the bank's key is found, as `coalition token` does
     arguments = ("cards", "ingest", str(path), "--partner", bank.partner_id, "--key-id", bank.key_id,
-                 "--target", cli.target)  # fmt: skip
+                 "--target", cli.target, *batching)  # fmt: skip
 
     code, first = cli.run(*arguments)
     assert code == 1, first  # some lines were rejected

@@ -20,6 +20,7 @@ from common.pan import looks_like_pan
 from migrations.schema import metadata
 from sdk.client import CoalitionClient, error_info
 from server.app import RunningServer
+from server.cards_convert import MAX_MESSAGE_ITEMS
 from tests.e2e.conftest import DEFAULT_TERMS, Partner
 from tests.factories import phone
 
@@ -191,6 +192,74 @@ def test_merchant_table_is_the_operators(operator: CoalitionClient, bank: Bank) 
     operator.cards.DeleteCardMerchant(card_pb.DeleteCardMerchantRequest(merchant_id=bank.merchant_id))
     [clear] = bank.send(bank.item(CLEAR, transaction(), 1_000))
     assert clear.points_earned == 10  # the bank's base only, now
+
+
+def batch(*requests: card_pb.StreamCardTransactionsRequest) -> card_pb.StreamCardTransactionsRequest:
+    return card_pb.StreamCardTransactionsRequest(items=[request.item for request in requests])
+
+
+def test_a_batch_is_answered_per_item_in_order_and_a_card_number_refuses_its_item_alone(bank: Bank) -> None:
+    first, second, third = transaction(), transaction(), transaction()
+    with_pan = bank.item(AUTH, transaction(), 1_000)
+    with_pan.item.card_token = TEST_PAN
+    items = batch(
+        bank.item(AUTH, first, 10_000), bank.item(AUTH, first, 10_000),  # the same item twice
+        bank.item(REFUND, second, 2_000, item_id="R1"),  # before its clearing: waits
+        with_pan, bank.item(CLEAR, second, 10_000), bank.item(AUTH, third, 0),  # an invalid amount
+    )  # fmt: skip
+    [response] = bank.send(items)
+    assert (response.status, response.bank_transaction_id) == (card_pb.CARD_ITEM_STATUS_UNSPECIFIED, "")
+    answers = [(r.bank_transaction_id, r.status, r.reason, r.idempotent_replay) for r in response.results]
+    assert answers == [
+        (first, APPLIED, "", False), (first, APPLIED, "", True), (second, WAITING, "WAITING_FOR_CLEARING", False),
+        ("", REJECTED, "PAN_NOT_ALLOWED", False), (second, APPLIED, "", False),
+        (third, REJECTED, "INVALID_CARD_ITEM", False),
+    ]  # fmt: skip
+    assert [r.pending_points for r in response.results[:2]] == [200, 200]
+    assert response.results[4].points_earned == 200
+    balance = bank.balance()
+    # The refund (a fifth of the clearing) took its 40 points when the clearing came, in the same batch.
+    assert (balance.pending_points, balance.available_points) == (200, 160)
+
+    [again] = bank.send(items)  # the whole batch again: the stored answers, nothing applied twice
+    replayed = [(r.bank_transaction_id, r.status, r.reason, r.idempotent_replay) for r in again.results]
+    assert replayed == [
+        (first, APPLIED, "", True), (first, APPLIED, "", True), (second, APPLIED, "", True),
+        ("", REJECTED, "PAN_NOT_ALLOWED", False), (second, APPLIED, "", True),
+        (third, REJECTED, "INVALID_CARD_ITEM", False),
+    ]  # fmt: skip
+    assert (again.results[2].points_reversed, again.results[4].points_earned) == (40, 200)
+    assert (bank.balance().pending_points, bank.balance().available_points) == (200, 160)
+
+
+def test_single_items_and_batches_share_a_stream_each_answered_in_its_form(bank: Bank) -> None:
+    txn = transaction()
+    responses = bank.send(bank.item(AUTH, txn, 5_000), batch(bank.item(CLEAR, txn, 5_000)),
+                          bank.item(REFUND, txn, 1_000, item_id="R1"))  # fmt: skip
+    assert (responses[0].status, responses[0].pending_points, list(responses[0].results)) == (APPLIED, 100, [])
+    assert [(r.status, r.points_earned) for r in responses[1].results] == [(APPLIED, 100)]
+    assert (responses[2].status, responses[2].points_reversed, list(responses[2].results)) == (APPLIED, 20, [])
+    assert bank.balance().available_points == 80
+
+
+def test_a_batch_over_the_limit_ends_the_call_after_the_requests_before_it_are_answered(bank: Bank) -> None:
+    txn = transaction()
+    oversize = batch(*(bank.item(AUTH, transaction(), 100) for _ in range(MAX_MESSAGE_ITEMS + 1)))
+    answered = []
+    with pytest.raises(grpc.RpcError) as refused:
+        for response in bank.partner.client.cards.StreamCardTransactions(
+            iter([bank.item(CLEAR, txn, 1_000), oversize, bank.item(AUTH, transaction(), 100)])
+        ):
+            answered.append(response)  # fmt: skip
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error_info(refused.value).reason == "CARD_BATCH_TOO_LARGE"
+    assert [(r.bank_transaction_id, r.status) for r in answered] == [(txn, APPLIED)]
+    assert bank.balance().available_points == 20  # the oversize batch and what followed it: not applied
+    both = batch(bank.item(AUTH, transaction(), 100))
+    both.item.CopyFrom(bank.item(AUTH, transaction(), 100).item)
+    with pytest.raises(grpc.RpcError) as ambiguous:
+        bank.send(both)
+    assert error_info(ambiguous.value).reason == "INVALID_CARD_BATCH"
 
 
 _SQLITE_TIME = re.compile(rb"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d{6})?")

@@ -27,17 +27,17 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from loyalty.v1 import checkout_service_pb2 as loyalty_dot_v1_dot_checkout__service__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dloyalty/v1/card_service.proto\x12\nloyalty.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a!loyalty/v1/checkout_service.proto\"g\n\x0fLinkCardRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x12\n\ncard_token\x18\x02 \x01(\t\x12,\n\x06member\x18\x03 \x01(\x0b\x32\x1c.loyalty.v1.MemberIdentifier\"\x8b\x01\n\x10LinkCardResponse\x12\x15\n\rmember_number\x18\x01 \x01(\t\x12-\n\tlink_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0enewly_enrolled\x18\x03 \x01(\x08\x12\x19\n\x11idempotent_replay\x18\x04 \x01(\x08\";\n\x11UnlinkCardRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x12\n\ncard_token\x18\x02 \x01(\t\"`\n\x12UnlinkCardResponse\x12/\n\x0bunlink_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x19\n\x11idempotent_replay\x18\x02 \x01(\x08\"\xf7\x01\n\x13\x43\x61rdTransactionItem\x12&\n\x04type\x18\x01 \x01(\x0e\x32\x18.loyalty.v1.CardItemType\x12\x1b\n\x13\x62\x61nk_transaction_id\x18\x02 \x01(\t\x12\x0f\n\x07item_id\x18\x03 \x01(\t\x12\x12\n\ncard_token\x18\x04 \x01(\t\x12\x13\n\x0bmerchant_id\x18\x05 \x01(\t\x12\x15\n\rcurrency_code\x18\x06 \x01(\t\x12\x14\n\x0c\x61mount_minor\x18\x07 \x01(\x03\x12\x34\n\x10transaction_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"N\n\x1dStreamCardTransactionsRequest\x12-\n\x04item\x18\x01 \x01(\x0b\x32\x1f.loyalty.v1.CardTransactionItem\"\xbb\x02\n\x1eStreamCardTransactionsResponse\x12\x1b\n\x13\x62\x61nk_transaction_id\x18\x01 \x01(\t\x12&\n\x04type\x18\x02 \x01(\x0e\x32\x18.loyalty.v1.CardItemType\x12\x0f\n\x07item_id\x18\x03 \x01(\t\x12*\n\x06status\x18\x04 \x01(\x0e\x32\x1a.loyalty.v1.CardItemStatus\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x0f\n\x07message\x18\x06 \x01(\t\x12\x16\n\x0epending_points\x18\x07 \x01(\x03\x12\x15\n\rpoints_earned\x18\x08 \x01(\x03\x12\x17\n\x0fpoints_reversed\x18\t \x01(\x03\x12\x13\n\x0b\x64\x65\x62t_points\x18\n \x01(\x03\x12\x19\n\x11idempotent_replay\x18\x0b \x01(\x08\"h\n\x0c\x43\x61rdMerchant\x12\x13\n\x0bmerchant_id\x18\x01 \x01(\t\x12\x12\n\npartner_id\x18\x02 \x01(\t\x12/\n\x0b\x63reate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"`\n\x19\x43reateCardMerchantRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12/\n\rcard_merchant\x18\x02 \x01(\x0b\x32\x18.loyalty.v1.CardMerchant\"h\n\x1a\x43reateCardMerchantResponse\x12/\n\rcard_merchant\x18\x01 \x01(\x0b\x32\x18.loyalty.v1.CardMerchant\x12\x19\n\x11idempotent_replay\x18\x02 \x01(\x08\"A\n\x18ListCardMerchantsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"f\n\x19ListCardMerchantsResponse\x12\x30\n\x0e\x63\x61rd_merchants\x18\x01 \x03(\x0b\x32\x18.loyalty.v1.CardMerchant\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"0\n\x19\x44\x65leteCardMerchantRequest\x12\x13\n\x0bmerchant_id\x18\x01 \x01(\t\"\x1c\n\x1a\x44\x65leteCardMerchantResponse*\xa7\x01\n\x0c\x43\x61rdItemType\x12\x1e\n\x1a\x43\x41RD_ITEM_TYPE_UNSPECIFIED\x10\x00\x12 \n\x1c\x43\x41RD_ITEM_TYPE_AUTHORISATION\x10\x01\x12\x1b\n\x17\x43\x41RD_ITEM_TYPE_CLEARING\x10\x02\x12\x19\n\x15\x43\x41RD_ITEM_TYPE_REFUND\x10\x03\x12\x1d\n\x19\x43\x41RD_ITEM_TYPE_CHARGEBACK\x10\x04*\xab\x01\n\x0e\x43\x61rdItemStatus\x12 \n\x1c\x43\x41RD_ITEM_STATUS_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x43\x41RD_ITEM_STATUS_APPLIED\x10\x01\x12\x1c\n\x18\x43\x41RD_ITEM_STATUS_WAITING\x10\x02\x12\x1c\n\x18\x43\x41RD_ITEM_STATUS_IGNORED\x10\x03\x12\x1d\n\x19\x43\x41RD_ITEM_STATUS_REJECTED\x10\x04\x32\xc2\x04\n\x0b\x43\x61rdService\x12\x45\n\x08LinkCard\x12\x1b.loyalty.v1.LinkCardRequest\x1a\x1c.loyalty.v1.LinkCardResponse\x12K\n\nUnlinkCard\x12\x1d.loyalty.v1.UnlinkCardRequest\x1a\x1e.loyalty.v1.UnlinkCardResponse\x12s\n\x16StreamCardTransactions\x12).loyalty.v1.StreamCardTransactionsRequest\x1a*.loyalty.v1.StreamCardTransactionsResponse(\x01\x30\x01\x12\x63\n\x12\x43reateCardMerchant\x12%.loyalty.v1.CreateCardMerchantRequest\x1a&.loyalty.v1.CreateCardMerchantResponse\x12`\n\x11ListCardMerchants\x12$.loyalty.v1.ListCardMerchantsRequest\x1a%.loyalty.v1.ListCardMerchantsResponse\x12\x63\n\x12\x44\x65leteCardMerchant\x12%.loyalty.v1.DeleteCardMerchantRequest\x1a&.loyalty.v1.DeleteCardMerchantResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dloyalty/v1/card_service.proto\x12\nloyalty.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a!loyalty/v1/checkout_service.proto\"g\n\x0fLinkCardRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x12\n\ncard_token\x18\x02 \x01(\t\x12,\n\x06member\x18\x03 \x01(\x0b\x32\x1c.loyalty.v1.MemberIdentifier\"\x8b\x01\n\x10LinkCardResponse\x12\x15\n\rmember_number\x18\x01 \x01(\t\x12-\n\tlink_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0enewly_enrolled\x18\x03 \x01(\x08\x12\x19\n\x11idempotent_replay\x18\x04 \x01(\x08\";\n\x11UnlinkCardRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x12\n\ncard_token\x18\x02 \x01(\t\"`\n\x12UnlinkCardResponse\x12/\n\x0bunlink_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x19\n\x11idempotent_replay\x18\x02 \x01(\x08\"\xf7\x01\n\x13\x43\x61rdTransactionItem\x12&\n\x04type\x18\x01 \x01(\x0e\x32\x18.loyalty.v1.CardItemType\x12\x1b\n\x13\x62\x61nk_transaction_id\x18\x02 \x01(\t\x12\x0f\n\x07item_id\x18\x03 \x01(\t\x12\x12\n\ncard_token\x18\x04 \x01(\t\x12\x13\n\x0bmerchant_id\x18\x05 \x01(\t\x12\x15\n\rcurrency_code\x18\x06 \x01(\t\x12\x14\n\x0c\x61mount_minor\x18\x07 \x01(\x03\x12\x34\n\x10transaction_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"~\n\x1dStreamCardTransactionsRequest\x12-\n\x04item\x18\x01 \x01(\x0b\x32\x1f.loyalty.v1.CardTransactionItem\x12.\n\x05items\x18\x02 \x03(\x0b\x32\x1f.loyalty.v1.CardTransactionItem\"\xe8\x02\n\x1eStreamCardTransactionsResponse\x12\x1b\n\x13\x62\x61nk_transaction_id\x18\x01 \x01(\t\x12&\n\x04type\x18\x02 \x01(\x0e\x32\x18.loyalty.v1.CardItemType\x12\x0f\n\x07item_id\x18\x03 \x01(\t\x12*\n\x06status\x18\x04 \x01(\x0e\x32\x1a.loyalty.v1.CardItemStatus\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x0f\n\x07message\x18\x06 \x01(\t\x12\x16\n\x0epending_points\x18\x07 \x01(\x03\x12\x15\n\rpoints_earned\x18\x08 \x01(\x03\x12\x17\n\x0fpoints_reversed\x18\t \x01(\x03\x12\x13\n\x0b\x64\x65\x62t_points\x18\n \x01(\x03\x12\x19\n\x11idempotent_replay\x18\x0b \x01(\x08\x12+\n\x07results\x18\x0c \x03(\x0b\x32\x1a.loyalty.v1.CardItemResult\"\xab\x02\n\x0e\x43\x61rdItemResult\x12\x1b\n\x13\x62\x61nk_transaction_id\x18\x01 \x01(\t\x12&\n\x04type\x18\x02 \x01(\x0e\x32\x18.loyalty.v1.CardItemType\x12\x0f\n\x07item_id\x18\x03 \x01(\t\x12*\n\x06status\x18\x04 \x01(\x0e\x32\x1a.loyalty.v1.CardItemStatus\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x0f\n\x07message\x18\x06 \x01(\t\x12\x16\n\x0epending_points\x18\x07 \x01(\x03\x12\x15\n\rpoints_earned\x18\x08 \x01(\x03\x12\x17\n\x0fpoints_reversed\x18\t \x01(\x03\x12\x13\n\x0b\x64\x65\x62t_points\x18\n \x01(\x03\x12\x19\n\x11idempotent_replay\x18\x0b \x01(\x08\"h\n\x0c\x43\x61rdMerchant\x12\x13\n\x0bmerchant_id\x18\x01 \x01(\t\x12\x12\n\npartner_id\x18\x02 \x01(\t\x12/\n\x0b\x63reate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"`\n\x19\x43reateCardMerchantRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12/\n\rcard_merchant\x18\x02 \x01(\x0b\x32\x18.loyalty.v1.CardMerchant\"h\n\x1a\x43reateCardMerchantResponse\x12/\n\rcard_merchant\x18\x01 \x01(\x0b\x32\x18.loyalty.v1.CardMerchant\x12\x19\n\x11idempotent_replay\x18\x02 \x01(\x08\"A\n\x18ListCardMerchantsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"f\n\x19ListCardMerchantsResponse\x12\x30\n\x0e\x63\x61rd_merchants\x18\x01 \x03(\x0b\x32\x18.loyalty.v1.CardMerchant\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"0\n\x19\x44\x65leteCardMerchantRequest\x12\x13\n\x0bmerchant_id\x18\x01 \x01(\t\"\x1c\n\x1a\x44\x65leteCardMerchantResponse*\xa7\x01\n\x0c\x43\x61rdItemType\x12\x1e\n\x1a\x43\x41RD_ITEM_TYPE_UNSPECIFIED\x10\x00\x12 \n\x1c\x43\x41RD_ITEM_TYPE_AUTHORISATION\x10\x01\x12\x1b\n\x17\x43\x41RD_ITEM_TYPE_CLEARING\x10\x02\x12\x19\n\x15\x43\x41RD_ITEM_TYPE_REFUND\x10\x03\x12\x1d\n\x19\x43\x41RD_ITEM_TYPE_CHARGEBACK\x10\x04*\xab\x01\n\x0e\x43\x61rdItemStatus\x12 \n\x1c\x43\x41RD_ITEM_STATUS_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x43\x41RD_ITEM_STATUS_APPLIED\x10\x01\x12\x1c\n\x18\x43\x41RD_ITEM_STATUS_WAITING\x10\x02\x12\x1c\n\x18\x43\x41RD_ITEM_STATUS_IGNORED\x10\x03\x12\x1d\n\x19\x43\x41RD_ITEM_STATUS_REJECTED\x10\x04\x32\xc2\x04\n\x0b\x43\x61rdService\x12\x45\n\x08LinkCard\x12\x1b.loyalty.v1.LinkCardRequest\x1a\x1c.loyalty.v1.LinkCardResponse\x12K\n\nUnlinkCard\x12\x1d.loyalty.v1.UnlinkCardRequest\x1a\x1e.loyalty.v1.UnlinkCardResponse\x12s\n\x16StreamCardTransactions\x12).loyalty.v1.StreamCardTransactionsRequest\x1a*.loyalty.v1.StreamCardTransactionsResponse(\x01\x30\x01\x12\x63\n\x12\x43reateCardMerchant\x12%.loyalty.v1.CreateCardMerchantRequest\x1a&.loyalty.v1.CreateCardMerchantResponse\x12`\n\x11ListCardMerchants\x12$.loyalty.v1.ListCardMerchantsRequest\x1a%.loyalty.v1.ListCardMerchantsResponse\x12\x63\n\x12\x44\x65leteCardMerchant\x12%.loyalty.v1.DeleteCardMerchantRequest\x1a&.loyalty.v1.DeleteCardMerchantResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'loyalty.v1.card_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CARDITEMTYPE']._serialized_start=1729
-  _globals['_CARDITEMTYPE']._serialized_end=1896
-  _globals['_CARDITEMSTATUS']._serialized_start=1899
-  _globals['_CARDITEMSTATUS']._serialized_end=2070
+  _globals['_CARDITEMTYPE']._serialized_start=2124
+  _globals['_CARDITEMTYPE']._serialized_end=2291
+  _globals['_CARDITEMSTATUS']._serialized_start=2294
+  _globals['_CARDITEMSTATUS']._serialized_end=2465
   _globals['_LINKCARDREQUEST']._serialized_start=113
   _globals['_LINKCARDREQUEST']._serialized_end=216
   _globals['_LINKCARDRESPONSE']._serialized_start=219
@@ -49,23 +49,25 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CARDTRANSACTIONITEM']._serialized_start=520
   _globals['_CARDTRANSACTIONITEM']._serialized_end=767
   _globals['_STREAMCARDTRANSACTIONSREQUEST']._serialized_start=769
-  _globals['_STREAMCARDTRANSACTIONSREQUEST']._serialized_end=847
-  _globals['_STREAMCARDTRANSACTIONSRESPONSE']._serialized_start=850
-  _globals['_STREAMCARDTRANSACTIONSRESPONSE']._serialized_end=1165
-  _globals['_CARDMERCHANT']._serialized_start=1167
-  _globals['_CARDMERCHANT']._serialized_end=1271
-  _globals['_CREATECARDMERCHANTREQUEST']._serialized_start=1273
-  _globals['_CREATECARDMERCHANTREQUEST']._serialized_end=1369
-  _globals['_CREATECARDMERCHANTRESPONSE']._serialized_start=1371
-  _globals['_CREATECARDMERCHANTRESPONSE']._serialized_end=1475
-  _globals['_LISTCARDMERCHANTSREQUEST']._serialized_start=1477
-  _globals['_LISTCARDMERCHANTSREQUEST']._serialized_end=1542
-  _globals['_LISTCARDMERCHANTSRESPONSE']._serialized_start=1544
-  _globals['_LISTCARDMERCHANTSRESPONSE']._serialized_end=1646
-  _globals['_DELETECARDMERCHANTREQUEST']._serialized_start=1648
-  _globals['_DELETECARDMERCHANTREQUEST']._serialized_end=1696
-  _globals['_DELETECARDMERCHANTRESPONSE']._serialized_start=1698
-  _globals['_DELETECARDMERCHANTRESPONSE']._serialized_end=1726
-  _globals['_CARDSERVICE']._serialized_start=2073
-  _globals['_CARDSERVICE']._serialized_end=2651
+  _globals['_STREAMCARDTRANSACTIONSREQUEST']._serialized_end=895
+  _globals['_STREAMCARDTRANSACTIONSRESPONSE']._serialized_start=898
+  _globals['_STREAMCARDTRANSACTIONSRESPONSE']._serialized_end=1258
+  _globals['_CARDITEMRESULT']._serialized_start=1261
+  _globals['_CARDITEMRESULT']._serialized_end=1560
+  _globals['_CARDMERCHANT']._serialized_start=1562
+  _globals['_CARDMERCHANT']._serialized_end=1666
+  _globals['_CREATECARDMERCHANTREQUEST']._serialized_start=1668
+  _globals['_CREATECARDMERCHANTREQUEST']._serialized_end=1764
+  _globals['_CREATECARDMERCHANTRESPONSE']._serialized_start=1766
+  _globals['_CREATECARDMERCHANTRESPONSE']._serialized_end=1870
+  _globals['_LISTCARDMERCHANTSREQUEST']._serialized_start=1872
+  _globals['_LISTCARDMERCHANTSREQUEST']._serialized_end=1937
+  _globals['_LISTCARDMERCHANTSRESPONSE']._serialized_start=1939
+  _globals['_LISTCARDMERCHANTSRESPONSE']._serialized_end=2041
+  _globals['_DELETECARDMERCHANTREQUEST']._serialized_start=2043
+  _globals['_DELETECARDMERCHANTREQUEST']._serialized_end=2091
+  _globals['_DELETECARDMERCHANTRESPONSE']._serialized_start=2093
+  _globals['_DELETECARDMERCHANTRESPONSE']._serialized_end=2121
+  _globals['_CARDSERVICE']._serialized_start=2468
+  _globals['_CARDSERVICE']._serialized_end=3046
 # @@protoc_insertion_point(module_scope)

@@ -97,12 +97,42 @@ class CardTransactionItem(_message.Message):
     def __init__(self, type: _Optional[_Union[CardItemType, str]] = ..., bank_transaction_id: _Optional[str] = ..., item_id: _Optional[str] = ..., card_token: _Optional[str] = ..., merchant_id: _Optional[str] = ..., currency_code: _Optional[str] = ..., amount_minor: _Optional[int] = ..., transaction_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class StreamCardTransactionsRequest(_message.Message):
-    __slots__ = ("item",)
+    __slots__ = ("item", "items")
     ITEM_FIELD_NUMBER: _ClassVar[int]
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
     item: CardTransactionItem
-    def __init__(self, item: _Optional[_Union[CardTransactionItem, _Mapping]] = ...) -> None: ...
+    items: _containers.RepeatedCompositeFieldContainer[CardTransactionItem]
+    def __init__(self, item: _Optional[_Union[CardTransactionItem, _Mapping]] = ..., items: _Optional[_Iterable[_Union[CardTransactionItem, _Mapping]]] = ...) -> None: ...
 
 class StreamCardTransactionsResponse(_message.Message):
+    __slots__ = ("bank_transaction_id", "type", "item_id", "status", "reason", "message", "pending_points", "points_earned", "points_reversed", "debt_points", "idempotent_replay", "results")
+    BANK_TRANSACTION_ID_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    ITEM_ID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    PENDING_POINTS_FIELD_NUMBER: _ClassVar[int]
+    POINTS_EARNED_FIELD_NUMBER: _ClassVar[int]
+    POINTS_REVERSED_FIELD_NUMBER: _ClassVar[int]
+    DEBT_POINTS_FIELD_NUMBER: _ClassVar[int]
+    IDEMPOTENT_REPLAY_FIELD_NUMBER: _ClassVar[int]
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    bank_transaction_id: str
+    type: CardItemType
+    item_id: str
+    status: CardItemStatus
+    reason: str
+    message: str
+    pending_points: int
+    points_earned: int
+    points_reversed: int
+    debt_points: int
+    idempotent_replay: bool
+    results: _containers.RepeatedCompositeFieldContainer[CardItemResult]
+    def __init__(self, bank_transaction_id: _Optional[str] = ..., type: _Optional[_Union[CardItemType, str]] = ..., item_id: _Optional[str] = ..., status: _Optional[_Union[CardItemStatus, str]] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ..., pending_points: _Optional[int] = ..., points_earned: _Optional[int] = ..., points_reversed: _Optional[int] = ..., debt_points: _Optional[int] = ..., idempotent_replay: _Optional[bool] = ..., results: _Optional[_Iterable[_Union[CardItemResult, _Mapping]]] = ...) -> None: ...
+
+class CardItemResult(_message.Message):
     __slots__ = ("bank_transaction_id", "type", "item_id", "status", "reason", "message", "pending_points", "points_earned", "points_reversed", "debt_points", "idempotent_replay")
     BANK_TRANSACTION_ID_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]

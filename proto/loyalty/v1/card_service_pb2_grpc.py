@@ -97,11 +97,16 @@ class CardServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def StreamCardTransactions(self, request_iterator, context):
-        """Card transactions as a stream: one response per request, in the same order. The call's token
-        is signed over the method and an empty body (the items are authenticated by the call); each
-        token opens one stream. Each item is keyed by (bank_transaction_id, type, item_id) and has
-        exactly one effect however often it is sent: a repeat gets the first answer back, marked as a
-        replay. A refund or chargeback sent before its clearing waits and is applied with it.
+        """Card transactions as a stream: one response per request, in the same order. A request carries
+        one item (`item`, answered in the response's own fields) or a batch of up to 500 (`items`,
+        answered in `results`, one per item in the same order); batches are faster, a stream may mix
+        both. The call's token is signed over the method and an empty body (the items are
+        authenticated by the call); each token opens one stream. Each item is keyed by
+        (bank_transaction_id, type, item_id) and has exactly one effect however often it is sent: a
+        repeat gets the first answer back, marked as a replay. A refund or chargeback sent before its
+        clearing waits and is applied with it. A request with more than 500 items, or with both `item`
+        and `items`, ends the call with INVALID_ARGUMENT (CARD_BATCH_TOO_LARGE, INVALID_CARD_BATCH)
+        after the requests before it are answered.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

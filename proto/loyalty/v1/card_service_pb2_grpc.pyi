@@ -47,11 +47,16 @@ class CardServiceStub:
     UnlinkCard: _grpc.UnaryUnaryMultiCallable[_card_service_pb2.UnlinkCardRequest, _card_service_pb2.UnlinkCardResponse]
     """Ends a link this bank made; another bank's token is NOT_FOUND / CARD_LINK_NOT_FOUND."""
     StreamCardTransactions: _grpc.StreamStreamMultiCallable[_card_service_pb2.StreamCardTransactionsRequest, _card_service_pb2.StreamCardTransactionsResponse]
-    """Card transactions as a stream: one response per request, in the same order. The call's token
-    is signed over the method and an empty body (the items are authenticated by the call); each
-    token opens one stream. Each item is keyed by (bank_transaction_id, type, item_id) and has
-    exactly one effect however often it is sent: a repeat gets the first answer back, marked as a
-    replay. A refund or chargeback sent before its clearing waits and is applied with it.
+    """Card transactions as a stream: one response per request, in the same order. A request carries
+    one item (`item`, answered in the response's own fields) or a batch of up to 500 (`items`,
+    answered in `results`, one per item in the same order); batches are faster, a stream may mix
+    both. The call's token is signed over the method and an empty body (the items are
+    authenticated by the call); each token opens one stream. Each item is keyed by
+    (bank_transaction_id, type, item_id) and has exactly one effect however often it is sent: a
+    repeat gets the first answer back, marked as a replay. A refund or chargeback sent before its
+    clearing waits and is applied with it. A request with more than 500 items, or with both `item`
+    and `items`, ends the call with INVALID_ARGUMENT (CARD_BATCH_TOO_LARGE, INVALID_CARD_BATCH)
+    after the requests before it are answered.
     """
     CreateCardMerchant: _grpc.UnaryUnaryMultiCallable[_card_service_pb2.CreateCardMerchantRequest, _card_service_pb2.CreateCardMerchantResponse]
     """Maps a merchant id to a partner (operator, `admin` role)."""
@@ -78,11 +83,16 @@ class CardServiceAsyncStub(CardServiceStub):
     UnlinkCard: _aio.UnaryUnaryMultiCallable[_card_service_pb2.UnlinkCardRequest, _card_service_pb2.UnlinkCardResponse]  # type: ignore[assignment]
     """Ends a link this bank made; another bank's token is NOT_FOUND / CARD_LINK_NOT_FOUND."""
     StreamCardTransactions: _aio.StreamStreamMultiCallable[_card_service_pb2.StreamCardTransactionsRequest, _card_service_pb2.StreamCardTransactionsResponse]  # type: ignore[assignment]
-    """Card transactions as a stream: one response per request, in the same order. The call's token
-    is signed over the method and an empty body (the items are authenticated by the call); each
-    token opens one stream. Each item is keyed by (bank_transaction_id, type, item_id) and has
-    exactly one effect however often it is sent: a repeat gets the first answer back, marked as a
-    replay. A refund or chargeback sent before its clearing waits and is applied with it.
+    """Card transactions as a stream: one response per request, in the same order. A request carries
+    one item (`item`, answered in the response's own fields) or a batch of up to 500 (`items`,
+    answered in `results`, one per item in the same order); batches are faster, a stream may mix
+    both. The call's token is signed over the method and an empty body (the items are
+    authenticated by the call); each token opens one stream. Each item is keyed by
+    (bank_transaction_id, type, item_id) and has exactly one effect however often it is sent: a
+    repeat gets the first answer back, marked as a replay. A refund or chargeback sent before its
+    clearing waits and is applied with it. A request with more than 500 items, or with both `item`
+    and `items`, ends the call with INVALID_ARGUMENT (CARD_BATCH_TOO_LARGE, INVALID_CARD_BATCH)
+    after the requests before it are answered.
     """
     CreateCardMerchant: _aio.UnaryUnaryMultiCallable[_card_service_pb2.CreateCardMerchantRequest, _card_service_pb2.CreateCardMerchantResponse]  # type: ignore[assignment]
     """Maps a merchant id to a partner (operator, `admin` role)."""
@@ -124,11 +134,16 @@ class CardServiceServicer(metaclass=_abc_1.ABCMeta):
         request_iterator: _MaybeAsyncIterator[_card_service_pb2.StreamCardTransactionsRequest],
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_card_service_pb2.StreamCardTransactionsResponse], _abc.AsyncIterator[_card_service_pb2.StreamCardTransactionsResponse]]:
-        """Card transactions as a stream: one response per request, in the same order. The call's token
-        is signed over the method and an empty body (the items are authenticated by the call); each
-        token opens one stream. Each item is keyed by (bank_transaction_id, type, item_id) and has
-        exactly one effect however often it is sent: a repeat gets the first answer back, marked as a
-        replay. A refund or chargeback sent before its clearing waits and is applied with it.
+        """Card transactions as a stream: one response per request, in the same order. A request carries
+        one item (`item`, answered in the response's own fields) or a batch of up to 500 (`items`,
+        answered in `results`, one per item in the same order); batches are faster, a stream may mix
+        both. The call's token is signed over the method and an empty body (the items are
+        authenticated by the call); each token opens one stream. Each item is keyed by
+        (bank_transaction_id, type, item_id) and has exactly one effect however often it is sent: a
+        repeat gets the first answer back, marked as a replay. A refund or chargeback sent before its
+        clearing waits and is applied with it. A request with more than 500 items, or with both `item`
+        and `items`, ends the call with INVALID_ARGUMENT (CARD_BATCH_TOO_LARGE, INVALID_CARD_BATCH)
+        after the requests before it are answered.
         """
 
     @_abc_1.abstractmethod

@@ -16,6 +16,7 @@ from sqlalchemy import Engine, bindparam, exc, select, text
 from common.db import create_engine
 from common.idempotency import records
 from common.sql import Prebuilt
+from ledger.repository import accounts
 
 INSERT = Prebuilt(records.insert())
 FIND = Prebuilt(
@@ -88,3 +89,17 @@ def test_after_a_database_restart_one_request_fails_not_one_per_pooled_connectio
             assert error.connection_invalidated
             failures += 1
     assert failures == 1
+
+
+def test_many_rows_inserted_with_their_ids_in_order_and_the_sequence_moves_on(engine: Engine) -> None:
+    insert = Prebuilt(accounts.insert().returning(accounts.c.id))
+    owner = uuid.uuid4().int % 1_000_000_000
+    rows = [{"kind": kind, "owner_id": owner} for kind in ("PARTNER_ISSUED", "PARTNER_REDEEMED", "MEMBER_DEBT")]
+    with engine.begin() as connection:
+        ids = insert.copy_rows_returning_ids(connection, rows)
+        after = insert.scalar_one(connection, {"kind": "MEMBER_POINTS", "owner_id": owner})
+    assert ids == sorted(ids) and len(set(ids)) == 3 and after > ids[-1]
+    with engine.connect() as connection:
+        found = connection.execute(select(accounts.c.id, accounts.c.kind).where(accounts.c.owner_id == owner))
+        kinds = {row.id: row.kind for row in found if row.id in ids}
+    assert kinds == dict(zip(ids, [row["kind"] for row in rows], strict=True))

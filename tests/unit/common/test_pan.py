@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from common.pan import PanNotAllowed, looks_like_pan, passes_luhn, refuse_pan
+from common.pan import PanNotAllowed, _holds_pan, looks_like_pan, passes_luhn, refuse_pan
 
 # Well-known test card numbers (Visa, Mastercard, Amex, 19-digit Visa): all pass Luhn.
 TEST_PANS = ["4111111111111111", "5555 5555 5555 4444", "3782-822463-10005", "4000000000000000006"]
@@ -72,3 +72,12 @@ def test_the_refusal_names_the_field_never_the_number() -> None:
         refuse_pan("receipt_id", "4111 1111 1111 1111")
     assert raised.value.metadata == {"field": "receipt_id"}
     assert "4111" not in raised.value.message
+
+
+_pieces = st.one_of(st.text("0123456789", min_size=1, max_size=20), st.sampled_from([" ", "-", "+", "x", "a", "--"]),
+                    st.sampled_from(TEST_PANS))  # fmt: skip
+
+
+@given(st.lists(_pieces, max_size=8).map("".join))
+def test_the_quick_check_before_the_rules_changes_no_answer(text: str) -> None:
+    assert looks_like_pan(text) == _holds_pan(text)

@@ -96,19 +96,32 @@ def _refund(
     # Points redeemed on credit (an offline redemption the member's points no longer covered) come back
     # by cancelling that debt, as far as it is still owed: debt already repaid stays repaid.
     owed = points - sum(part for _, part in restore)
-    debt_points = 0
+    debt_points, repaid = 0, []
     if owed > 0:
-        on_credit = session.ledger_records.receipt_debt_points(
+        records = session.ledger_records
+        on_credit = records.receipt_debt_points(
             purchase.partner_id, purchase.receipt_id, accounts.debt_account_id
-        )
+        ) - records.receipt_repayments_restored(purchase.partner_id, purchase.receipt_id)
         debt_points = max(min(owed, on_credit, accounts.debt_points), 0)
-    if not restore and debt_points == 0:
+        # What the member repaid of that credit since comes back into the lots that repaid it.
+        repaid = _take_up_to(records.repayment_lots(member.id), min(owed, on_credit) - debt_points)
+    if not restore and debt_points == 0 and not repaid:
         return "", 0
     # The refund refers to the redemption it gives back, so settlement can label a late one.
     redemption = session.ledger_records.first_redemption(purchase.partner_id, purchase.receipt_id)
     posting = _posting("REDEMPTION_REFUND", session, member, purchase, redemption)
-    posted = session.ledger.refund(accounts, posting, restore, debt_points)
-    return posted.public_id, sum(part for _, part in restore) + debt_points
+    posted = session.ledger.refund(accounts, posting, restore, debt_points, repaid)
+    return posted.public_id, sum(part for _, part in restore + repaid) + debt_points
+
+
+def _take_up_to(available: list[tuple[int, int]], points: int) -> list[tuple[int, int]]:
+    taken: list[tuple[int, int]] = []
+    for lot_id, room in available:
+        part = min(room, points - sum(given for _, given in taken))
+        if part <= 0:
+            break
+        taken.append((lot_id, part))
+    return taken
 
 
 def _reverse(

@@ -144,7 +144,8 @@ class LotMovement(Base):
 
     __table_args__ = (
         CheckConstraint(
-            "kind IN ('CONSUMED', 'RESTORED', 'REVERSED', 'DEBT_REPAYMENT', 'EXPIRED', 'ADJUSTED', 'TRANSFERRED')",
+            "kind IN ('CONSUMED', 'RESTORED', 'REVERSED', 'DEBT_REPAYMENT', 'EXPIRED', 'ADJUSTED', 'TRANSFERRED', "
+            "'REPAYMENT_RESTORED')",
             name="kind",
         ),
         CheckConstraint("points_delta <> 0", name="points_delta_not_zero"),

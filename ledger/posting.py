@@ -113,11 +113,15 @@ class Ledger:
         return posted
 
     def refund(
-        self, member: MemberAccounts, posting: Posting, restore: list[tuple[int, int]], debt_points: int = 0
-    ) -> Posted:
-        """Gives back points that paid for a returned purchase: into the lots they came from, and, for a
-        redemption the member's points did not cover (``spend_into_debt``), by cancelling that debt."""
-        from_lots = sum(given for _, given in restore)
+        self, member: MemberAccounts, posting: Posting, restore: list[tuple[int, int]], debt_points: int = 0,
+        repaid: list[tuple[int, int]] | None = None,
+    ) -> Posted:  # fmt: skip
+        """Gives back points that paid for a returned purchase: into the lots they came from; for a
+        redemption the member's points did not cover (``spend_into_debt``), by cancelling that debt as
+        far as it is still owed, and, as far as the member has repaid it since, into the lots whose
+        points repaid it (``repaid``, REPAYMENT_RESTORED: their issuers were billed for the repayment)."""
+        repaid = repaid or []
+        from_lots = sum(given for _, given in restore) + sum(given for _, given in repaid)
         points = from_lots + debt_points
         redeemed_account = self.repository.account_id("PARTNER_REDEEMED", _owner(posting.partner_id))
         posted = self._post(
@@ -126,8 +130,9 @@ class Ledger:
             [(redeemed_account, DEBIT, points), (member.points_account_id, CREDIT, from_lots),
              (member.debt_account_id, CREDIT, debt_points)],
         )  # fmt: skip
-        self.repository.change_lots(restore)
+        self.repository.change_lots(restore + repaid)
         self._movements(posted, "RESTORED", restore)
+        self._movements(posted, "REPAYMENT_RESTORED", repaid)
         self.repository.change_member_balance(member.member_id, from_lots, -debt_points)
         return posted
 

@@ -422,6 +422,34 @@ class LedgerRepository:
         )
         return int(self.connection.execute(query).scalar_one())
 
+    def receipt_repayments_restored(self, partner_id: int, receipt_id: str) -> int:
+        """Points the refunds of a receipt gave back into lots that had repaid the member's debt."""
+        query = (
+            select(func.coalesce(func.sum(movements.c.points_delta), 0))
+            .join(transactions, transactions.c.id == movements.c.transaction_id)
+            .where(
+                transactions.c.partner_id == partner_id,
+                transactions.c.receipt_id == receipt_id,
+                transactions.c.kind == "REDEMPTION_REFUND",
+                movements.c.kind == "REPAYMENT_RESTORED",
+            )
+        )
+        return int(self.connection.execute(query).scalar_one())
+
+    def repayment_lots(self, member_id: int) -> list[tuple[int, int]]:
+        """(lot_id, points) of the member's lots that repaid debt and were not given those points back,
+        newest first: where a refund of a redemption made on credit gives back what was repaid."""
+        net = func.sum(movements.c.points_delta)
+        rows = self.connection.execute(
+            select(movements.c.lot_id, net)
+            .join(lots, lots.c.id == movements.c.lot_id)
+            .where(lots.c.member_id == member_id, movements.c.kind.in_(("DEBT_REPAYMENT", "REPAYMENT_RESTORED")))
+            .group_by(movements.c.lot_id)
+            .having(net < 0)
+            .order_by(movements.c.lot_id.desc())
+        )
+        return [(int(lot_id), -int(points)) for lot_id, points in rows]
+
     def restorable_lots(self, partner_id: int, receipt_id: str) -> list[tuple[int, int]]:
         """(lot_id, points) spent on this receipt and not yet given back, latest-expiring first."""
         net = func.sum(movements.c.points_delta)

@@ -114,7 +114,7 @@ def items_of_movement(movement: MovementItem, period: Period) -> list[Item]:
 
     if movement.kind in ("CONSUMED", "DEBT_REPAYMENT"):
         return item(LineType.CONSUMPTION, movement.issuance_price)
-    if movement.kind == "RESTORED":
+    if movement.kind in ("RESTORED", "REPAYMENT_RESTORED"):  # the second: a repayment, billed, given back
         return item(LineType.CONSUMPTION_REVERSAL, movement.issuance_price)
     if movement.kind == "REVERSED":
         return [] if movement.is_own_lot_reversal else item(LineType.CONSUMPTION, movement.issuance_price)

@@ -118,7 +118,7 @@ def _flows(connection: Connection, starts_at: datetime, as_of: datetime) -> dict
             flow["redeemed"] -= int(delta)
         elif kind == "EXPIRED":
             flow["expired"] -= int(delta)
-        else:  # REVERSED by returns, DEBT_REPAYMENT of a member's debt
+        else:  # REVERSED by returns, DEBT_REPAYMENT of a member's debt and REPAYMENT_RESTORED giving it back
             flow["adjustments"] += int(delta)
     return flows
 

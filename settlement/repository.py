@@ -302,7 +302,7 @@ class SettlementRepository:
             )
         )
         movement_line_type = case(
-            (movements.c.kind == "RESTORED", "CONSUMPTION_REVERSAL"),
+            (movements.c.kind.in_(("RESTORED", "REPAYMENT_RESTORED")), "CONSUMPTION_REVERSAL"),
             (movements.c.kind == "EXPIRED", "BREAKAGE"),
             (movements.c.kind == "ADJUSTED", "ADJUSTMENT"),
             (movements.c.kind.in_(("CONSUMED", "DEBT_REPAYMENT", "REVERSED")), "CONSUMPTION"),

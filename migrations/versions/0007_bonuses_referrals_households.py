@@ -20,7 +20,9 @@ from alembic import op
 TRANSACTION_KINDS_BEFORE = ("EARN", "REDEEM", "EARN_REVERSAL", "REDEMPTION_REFUND", "EXPIRY", "ADJUSTMENT")
 TRANSACTION_KINDS = (*TRANSACTION_KINDS_BEFORE, "BONUS", "TRANSFER")
 MOVEMENT_KINDS_BEFORE = ("CONSUMED", "RESTORED", "REVERSED", "DEBT_REPAYMENT", "EXPIRED", "ADJUSTED")
-MOVEMENT_KINDS = (*MOVEMENT_KINDS_BEFORE, "TRANSFERRED")
+# REPAYMENT_RESTORED: points that repaid a member's debt, given back when the redemption that made the
+# debt is refunded (checkout/returns.py).
+MOVEMENT_KINDS = (*MOVEMENT_KINDS_BEFORE, "TRANSFERRED", "REPAYMENT_RESTORED")
 # Audit trails and the records behind bonuses and transfers (refuse_ledger_change() comes from 0001).
 APPEND_ONLY_TABLES = (
     "tier_changes", "bonus_awards", "activity_definitions", "point_transfers", "tier_points_withdrawn",

@@ -89,6 +89,29 @@ def test_a_return_of_a_purchase_paid_on_credit_settles_and_reconciles(network: N
     assert lines[LineType.REDEMPTION_REFUND] == (400, Decimal("0.010"), -400)
 
 
+def test_a_return_gives_back_what_the_member_repaid_of_a_redemption_on_credit(network: Network) -> None:
+    """The member's later points repaid the debt: a return gives those points back, into the lots that
+    repaid it, and their issuer, billed for the repayment, is credited back; no point is lost."""
+    shop = network.partner()
+    issuer = network.partner(Billing.ON_REDEMPTION)
+    member = phone()
+    network.clock.set(utc("2026-03-10T10:00:00"))
+    network.earn(shop, member, 100)
+    [redeemed] = submit(network, shop.ref, [redemption(member, 400, network.clock.now(), "W-9")], "s-1")
+    assert redeemed.redemption is not None and redeemed.redemption.debt_points == 300
+    network.earn(issuer, member, 1_000)  # repays the 300 first
+    returned = network.return_purchase(shop, "W-9")
+    assert (returned.points_restored, returned.debt_created_points) == (400, 0)
+    balance = network.checkout.get_balance(shop.ref, member)
+    assert (balance.available_points, balance.debt_points) == (100 + 1_000, 0)
+    network.clock.set(utc("2026-04-01T00:00:00"))
+    network.close(MARCH)  # the fixture reconciles it
+
+    issuer_lines = {fact[0]: fact[3:] for fact in facts(network.statement(MARCH, issuer))}
+    assert issuer_lines[LineType.CONSUMPTION] == (300, Decimal("0.012"), -360)
+    assert issuer_lines[LineType.CONSUMPTION_REVERSAL] == (300, Decimal("0.012"), 360)
+
+
 def test_the_store_allowance_bounds_all_members_of_a_store(network: Network) -> None:
     create_policy_version(
         network.uow, request_key(), created_by="tests", effective_from=None,

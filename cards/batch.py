@@ -18,7 +18,7 @@ from sqlalchemy import Connection
 
 from cards.commands import CardItemCommand, CardItemResult, ItemStatus, ItemType
 from cards.errors import CardNotLinked, ReversalExceedsClearing, ReversalWindowClosed
-from cards.items import BatchReads, CardSettings, fingerprint, receipt, replay, result, validate
+from cards.items import BatchReads, CardSettings, cleared_values, fingerprint, receipt, replay, result, validate
 from cards.links import CardToken
 from cards.repository import ITEM_CHANGES, TRANSACTION_CHANGES, CardRepository, StoredItem
 from cards.rules import points_to_reverse
@@ -220,12 +220,7 @@ class CardBatch:
             self.state.add(self.state.member_partners, (member_id, merchant_partner))
         if earn.bank_points > 0:
             bank_posted = self._post_earn(item, member_id, self.issuer, earn.bank_points)
-        cleared = {
-            "cleared_minor": item.amount_minor, "cleared_at": item.transaction_time, "pending_points": 0,
-            "merchant_points": earn.merchant_points, "bank_points": earn.bank_points,
-            "merchant_earn_transaction_id": merchant_posted, "bank_earn_transaction_id": bank_posted,
-            "merchant_partner_id": merchant_partner,
-        }  # fmt: skip
+        cleared = cleared_values(item, earn, merchant_partner, merchant_posted, bank_posted)
         if existing is None:
             existing = {
                 "id": None, "issuer_partner_id": self.issuer, "bank_transaction_id": item.bank_transaction_id,

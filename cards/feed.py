@@ -18,7 +18,7 @@ from sqlalchemy.exc import DBAPIError
 from cards.batch import CardBatch
 from cards.commands import CardItemCommand, CardItemResult, ItemStatus, ItemType
 from cards.errors import CardNotLinked, ReversalExceedsClearing, ReversalWindowClosed
-from cards.items import BatchReads, fingerprint, receipt, replay, validate
+from cards.items import BatchReads, cleared_values, fingerprint, receipt, replay, validate
 from cards.items import CardSettings as CardSettings
 from cards.items import result as _result
 from cards.links import CardToken, require_card_issuer
@@ -194,12 +194,7 @@ class _Step:
             )  # fmt: skip
         if earn.bank_points > 0:
             bank_posted = self._post_earn(self.ledger_records.lock_member(member_id), self.issuer, earn.bank_points)
-        cleared = {
-            "cleared_minor": item.amount_minor, "cleared_at": item.transaction_time, "pending_points": 0,
-            "merchant_points": earn.merchant_points, "bank_points": earn.bank_points,
-            "merchant_earn_transaction_id": merchant_posted, "bank_earn_transaction_id": bank_posted,
-            "merchant_partner_id": merchant_partner,
-        }  # fmt: skip
+        cleared = cleared_values(item, earn, merchant_partner, merchant_posted, bank_posted)
         if existing is None:
             self.cards.insert_transaction(
                 issuer_partner_id=self.issuer, bank_transaction_id=item.bank_transaction_id, member_id=member_id,

@@ -134,3 +134,16 @@ def replay(item: CardItemCommand, stored: StoredItem) -> CardItemResult:
         pending_points=stored.pending_points, points_earned=stored.points_earned,
         points_reversed=stored.points_reversed, debt_points=stored.debt_points, is_replay=True,
     )  # fmt: skip
+
+
+def cleared_values(
+    item: CardItemCommand, earn: CardEarn, merchant_partner: int | None, merchant_earn: int | None,
+    bank_earn: int | None,
+) -> dict[str, object]:  # fmt: skip
+    """What a clearing writes on its card transaction, on either path (cards/feed.py, cards/batch.py)."""
+    return {
+        "cleared_minor": item.amount_minor, "cleared_at": item.transaction_time, "pending_points": 0,
+        "merchant_points": earn.merchant_points, "bank_points": earn.bank_points,
+        "merchant_earn_transaction_id": merchant_earn, "bank_earn_transaction_id": bank_earn,
+        "merchant_partner_id": merchant_partner,
+    }  # fmt: skip

@@ -26,17 +26,15 @@ movements = table_of(LotMovement)
 
 # Hot-path statements are built once (on this machine building a Core statement costs as much as
 # running it) and run as Prebuilt: on PostgreSQL straight on the driver. Values arrive as bind parameters.
-_LOCK_MEMBER = Prebuilt(
-    select(
-        balances.c.member_id,
-        balances.c.points_account_id,
-        balances.c.debt_account_id,
-        balances.c.points_balance,
-        balances.c.debt_points,
-    )
-    .where(balances.c.member_id == bindparam("member"))
-    .with_for_update()
+# What MemberAccounts holds, in its order.
+_MEMBER_ACCOUNTS = (
+    balances.c.member_id,
+    balances.c.points_account_id,
+    balances.c.debt_account_id,
+    balances.c.points_balance,
+    balances.c.debt_points,
 )
+_LOCK_MEMBER = Prebuilt(select(*_MEMBER_ACCOUNTS).where(balances.c.member_id == bindparam("member")).with_for_update())
 _LOTS_WITH_POINTS = Prebuilt(
     select(lots.c.id, lots.c.remaining_points, lots.c.earned_at, lots.c.available_at, lots.c.expires_at).where(
         lots.c.member_id == bindparam("member"), lots.c.remaining_points > 0
@@ -85,13 +83,7 @@ _CHANGE_BALANCE = Prebuilt(
 
 # Batch statements (a batch of card items): one statement for many members, lots or transactions.
 _LOCK_MEMBERS = (
-    select(
-        balances.c.member_id,
-        balances.c.points_account_id,
-        balances.c.debt_account_id,
-        balances.c.points_balance,
-        balances.c.debt_points,
-    )
+    select(*_MEMBER_ACCOUNTS)
     .where(balances.c.member_id.in_(bindparam("members", expanding=True)))
     .order_by(balances.c.member_id)  # every batch locks in the same order: two batches never deadlock here
     .with_for_update()

@@ -8,7 +8,6 @@ on a clock the tests move (tokens are still checked on the real clock). Every te
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import uuid
 from collections.abc import Callable, Iterator
@@ -23,14 +22,12 @@ from loyalty.v1 import member_service_pb2 as member_pb
 from loyalty.v1 import partner_admin_service_pb2 as admin_pb
 
 from common.clock import ManualClock
-from migrations.runner import upgrade
 from sdk.client import CoalitionClient, Credentials, error_info
-from sdk.tokens import write_private_key
 from server.app import RunningServer
 from tests.conftest import drop_postgres_database, fresh_postgres_database
 from tests.e2e.conftest import OPERATOR_KEY_ID, OperatorKey
-from tests.e2e.test_cli import COMMAND, REPOSITORY
-from tests.e2e.test_settlement_cli import onboard, start_finance_server
+from tests.e2e.test_cli import COMMAND
+from tests.e2e.test_settlement_cli import cli_connection, onboard, start_own_server
 from tests.factories import phone
 
 START = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -80,16 +77,8 @@ def network(
 ) -> Iterator[Network]:
     directory = tmp_path_factory.mktemp("households")
     database_url = f"sqlite:///{directory / 'ledger.db'}" if request.param == "sqlite" else fresh_postgres_database()
-    upgrade(database_url)
-    clock = ManualClock(START)
-    running = start_finance_server(database_url, operator_key, clock)
-    target = f"127.0.0.1:{running.port}"
-    key_path = directory / "operator.pem"
-    write_private_key(key_path, operator_key.private_key)
-    environment = {key: value for key, value in os.environ.items() if not key.startswith("LOYALTY_")}
-    environment["PYTHONPATH"] = os.pathsep.join([str(REPOSITORY), str(REPOSITORY / "proto")])
-    options = ("--target", target, "--operator-key", str(key_path), "--operator-key-id", OPERATOR_KEY_ID,
-               "--staff-id", "support-cli")  # fmt: skip
+    running, clock, target = start_own_server(database_url, operator_key, START)
+    options, environment = cli_connection(directory, operator_key, target, "support-cli")
     support = Credentials.operator("support-alice", OPERATOR_KEY_ID, operator_key.private_key, ["support"])
     try:
         with CoalitionClient(target, support) as client:

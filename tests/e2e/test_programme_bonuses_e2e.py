@@ -22,13 +22,11 @@ from loyalty.v1 import partner_admin_service_pb2 as admin_pb
 from loyalty.v1 import partner_programme_service_pb2 as programme_pb
 
 from common.clock import ManualClock
-from migrations.runner import upgrade
 from sdk.client import CoalitionClient, Credentials, error_info
-from sdk.tokens import generate_key_pair
 from server.app import RunningServer, review_tiers_and_report
 from tests.e2e.conftest import OPERATOR_KEY_ID, OperatorKey
 from tests.e2e.test_network_policy_e2e import expiry
-from tests.e2e.test_settlement_cli import onboard, start_finance_server
+from tests.e2e.test_settlement_cli import onboard, start_own_server
 from tests.factories import phone
 
 START = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -46,30 +44,13 @@ class Network:
 
     def bank(self) -> CoalitionClient:
         """A card-issuing bank, to link cards."""
-        code = f"bank-{uuid.uuid4().hex[:8]}"
-        self.admin.partner_admin.CreatePartner(admin_pb.CreatePartnerRequest(
-            partner_id=code, display_name="Bank", kind=admin_pb.PARTNER_KIND_CARD_ISSUER))  # fmt: skip
-        private_key, public_pem = generate_key_pair("ES256")
-        self.admin.partner_admin.RegisterPartnerKey(
-            admin_pb.RegisterPartnerKeyRequest(partner_id=code, key_id=f"{code}-1", public_key_pem=public_pem)
-        )
-        terms = admin_pb.ContractTerms(
-            currency_code="EUR", earn_rate="1", redeem_value="0.01", issuance_price="0.012", reimbursement_rate="0.010"
-        )
-        self.admin.partner_admin.CreateContractVersion(
-            admin_pb.CreateContractVersionRequest(partner_id=code, terms=terms)
-        )
-        return CoalitionClient(self.target, Credentials(code, f"{code}-1", private_key))
+        return onboard(self.admin, self.target, admin_pb.BILLING_MODE_ON_ISSUANCE, admin_pb.PARTNER_KIND_CARD_ISSUER)[1]
 
 
 @pytest.fixture(scope="module")
 def network(tmp_path_factory: pytest.TempPathFactory, operator_key: OperatorKey) -> Iterator[Network]:
     directory = tmp_path_factory.mktemp("bonuses")
-    database_url = f"sqlite:///{directory / 'ledger.db'}"
-    upgrade(database_url)
-    clock = ManualClock(START)
-    running = start_finance_server(database_url, operator_key, clock)
-    target = f"127.0.0.1:{running.port}"
+    running, clock, target = start_own_server(f"sqlite:///{directory / 'ledger.db'}", operator_key, START)
     admin = Credentials.operator("ops-tester", OPERATOR_KEY_ID, operator_key.private_key, ["admin"])
     with CoalitionClient(target, admin) as client:
         policy = expiry()

@@ -86,11 +86,38 @@ def start_finance_server(database_url: str, operator_key: OperatorKey, clock: Ma
     return running
 
 
-def onboard(operator: CoalitionClient, target: str, billing: admin_pb.BillingMode) -> tuple[str, CoalitionClient]:
+def start_own_server(
+    database_url: str, operator_key: OperatorKey, start: datetime
+) -> tuple[RunningServer, ManualClock, str]:  # fmt: skip
+    """Migrates a database of the module's own and serves it on a clock the tests move; (server, clock, target)."""
+    upgrade(database_url)
+    clock = ManualClock(start)
+    running = start_finance_server(database_url, operator_key, clock)
+    return running, clock, f"127.0.0.1:{running.port}"
+
+
+def cli_connection(
+    directory: Path, operator_key: OperatorKey, target: str, staff_id: str
+) -> tuple[tuple[str, ...], dict[str, str]]:  # fmt: skip
+    """What a `coalition` subprocess needs to call ``target`` as operator staff: its connection options
+    (after the command's name) and an environment without this process's LOYALTY_ settings."""
+    key_path = directory / "operator.pem"
+    write_private_key(key_path, operator_key.private_key)
+    environment = {key: value for key, value in os.environ.items() if not key.startswith("LOYALTY_")}
+    environment["PYTHONPATH"] = os.pathsep.join([str(REPOSITORY), str(REPOSITORY / "proto")])
+    options = ("--target", target, "--operator-key", str(key_path), "--operator-key-id", OPERATOR_KEY_ID,
+               "--staff-id", staff_id)  # fmt: skip
+    return options, environment
+
+
+def onboard(
+    operator: CoalitionClient, target: str, billing: admin_pb.BillingMode,
+    kind: admin_pb.PartnerKind = admin_pb.PARTNER_KIND_ONLINE_SHOP,
+) -> tuple[str, CoalitionClient]:  # fmt: skip
     """Creates a partner with a key and a EUR contract; returns its id and a client signing as it."""
     partner_id = f"p-{uuid.uuid4().hex[:10]}"
     operator.partner_admin.CreatePartner(admin_pb.CreatePartnerRequest(
-        partner_id=partner_id, display_name=f"Shop {partner_id}", kind=admin_pb.PARTNER_KIND_ONLINE_SHOP))  # fmt: skip
+        partner_id=partner_id, display_name=f"Partner {partner_id}", kind=kind))  # fmt: skip
     private_key, public_pem = generate_key_pair("ES256")
     operator.partner_admin.RegisterPartnerKey(admin_pb.RegisterPartnerKeyRequest(
         partner_id=partner_id, key_id=f"{partner_id}-1", public_key_pem=public_pem))  # fmt: skip
@@ -118,13 +145,7 @@ def trade_in_march(issuer: CoalitionClient, redeemer: CoalitionClient) -> None:
 @pytest.fixture(scope="module")
 def finance(tmp_path_factory: pytest.TempPathFactory, operator_key: OperatorKey) -> Iterator[Finance]:
     directory = tmp_path_factory.mktemp("settlement-cli")
-    database_url = f"sqlite:///{directory / 'ledger.db'}"
-    upgrade(database_url)
-    clock = ManualClock(IN_MARCH)
-    running = start_finance_server(database_url, operator_key, clock)
-    target = f"127.0.0.1:{running.port}"
-    key_path = directory / "operator.pem"
-    write_private_key(key_path, operator_key.private_key)
+    running, clock, target = start_own_server(f"sqlite:///{directory / 'ledger.db'}", operator_key, IN_MARCH)
     admin = Credentials.operator("ops-tester", OPERATOR_KEY_ID, operator_key.private_key, ["admin"])
     with CoalitionClient(target, admin) as operator:
         issuer_id, issuer = onboard(operator, target, admin_pb.BILLING_MODE_ON_ISSUANCE)
@@ -132,10 +153,8 @@ def finance(tmp_path_factory: pytest.TempPathFactory, operator_key: OperatorKey)
     with issuer, redeemer:
         trade_in_march(issuer, redeemer)
     clock.set(AFTER_MARCH)
-    environment = {key: value for key, value in os.environ.items() if not key.startswith("LOYALTY_")}
-    environment["PYTHONPATH"] = os.pathsep.join([str(REPOSITORY), str(REPOSITORY / "proto")])
-    prefix = (*COMMAND, "settlement", "--target", target, "--operator-key", str(key_path),
-              "--operator-key-id", OPERATOR_KEY_ID, "--staff-id", "fin-tester")  # fmt: skip
+    options, environment = cli_connection(directory, operator_key, target, "fin-tester")
+    prefix = (*COMMAND, "settlement", *options)
     yield Finance(running, clock, directory, prefix, environment, issuer_id, redeemer_id)
     running.stop(0)
 

@@ -116,6 +116,10 @@ class Lot(Base):
     earned_at: Mapped[datetime] = mapped_column(UtcDateTime())
     available_at: Mapped[datetime] = mapped_column(UtcDateTime())
     expires_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    # A lot a transfer made (Ledger.transfer): the lot its points were first credited into, followed
+    # back through any number of transfers. A return of that lot's purchase takes unspent points back
+    # from here too, and settlement counts them as the purchase's own lot. None for any other lot.
+    origin_lot_id: Mapped[int | None] = mapped_column(ForeignKey("lots.id"))
 
     __table_args__ = (
         CheckConstraint("points > 0", name="points_positive"),
@@ -127,6 +131,13 @@ class Lot(Base):
             "expires_at",
             postgresql_where=text("remaining_points > 0"),
             sqlite_where=text("remaining_points > 0"),
+        ),
+        # A return looks for the lots its purchase's points were transferred into: few lots have an origin.
+        Index(
+            "ix_lots_origin_lot_id",
+            "origin_lot_id",
+            postgresql_where=text("origin_lot_id IS NOT NULL"),
+            sqlite_where=text("origin_lot_id IS NOT NULL"),
         ),
     )
 

@@ -206,7 +206,9 @@ class Ledger:
 
         The points change owner, not issuer: each source lot gives the recipient a new lot of the same
         issuer, contract version, price, currency, earning and expiry time, spendable at once, so
-        settlement bills an issuer on redemption when the recipient spends them (items.py). A recipient
+        settlement bills an issuer on redemption when the recipient spends them (items.py). The new lot
+        names the lot the points were first credited into (``origin_lot_id``), so that a return of that
+        purchase finds them however often they moved on (``reverse_earn``). A recipient
         in debt is refused: a credit repays debt first, and a transfer must not turn into a repayment.
         Returns the posting and the recipient's new lots.
         """
@@ -231,6 +233,7 @@ class Ledger:
                 source_transaction_id=posted.transaction_id, contract_version_id=source.contract_version_id,
                 points=taken, remaining_points=taken, issuance_price=source.issuance_price, currency=source.currency,
                 earned_at=source.earned_at, available_at=self.recorded_at, expires_at=source.expires_at,
+                origin_lot_id=lot_id if source.origin_lot_id is None else source.origin_lot_id,
             ))  # fmt: skip
         self.repository.change_member_balance(sender.member_id, -points, 0)
         self.repository.change_member_balance(recipient.member_id, points, 0)

@@ -157,7 +157,8 @@ class MemberAccounts:
 
 @dataclass(frozen=True)
 class LotTerms:
-    """A lot's issuer and price, and its earning and expiry times."""
+    """A lot's issuer and price, its earning and expiry times, and the lot its points came from if a
+    transfer made it."""
 
     issuer_partner_id: int | None
     contract_version_id: int | None
@@ -165,6 +166,7 @@ class LotTerms:
     currency: str
     earned_at: datetime
     expires_at: datetime
+    origin_lot_id: int | None
 
 
 @dataclass(frozen=True)
@@ -264,7 +266,7 @@ class LedgerRepository:
         rows = self.connection.execute(
             select(
                 lots.c.id, lots.c.issuer_partner_id, lots.c.contract_version_id, lots.c.issuance_price,
-                lots.c.currency, lots.c.earned_at, lots.c.expires_at,
+                lots.c.currency, lots.c.earned_at, lots.c.expires_at, lots.c.origin_lot_id,
             ).where(lots.c.id.in_(lot_ids))
         )  # fmt: skip
         return {int(row[0]): LotTerms(*row[1:]) for row in rows}

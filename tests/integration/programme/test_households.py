@@ -148,7 +148,13 @@ def test_a_transfer_moves_points_first_to_expire_first_keeping_issuer_price_and_
         assert (lot.remaining_points, lot.available_at, -delta) == (lot.points, TRANSFER_TIME, lot.points)
         carried = ("issuer_partner_id", "contract_version_id", "issuance_price", "currency", "earned_at", "expires_at")
         assert [getattr(lot, name) for name in carried] == [getattr(source, name) for name in carried]
+        assert (source.origin_lot_id, lot.origin_lot_id) == (None, source.id)  # the lot the points were earned in
     assert network.rows("SELECT kind FROM lot_movements WHERE kind = 'TRANSFERRED'") == [("TRANSFERRED",)] * 2
+
+    network.clock.advance(timedelta(days=1))
+    again = send(households, recipient, sender, 250)  # moved on: still named after the lot they were earned in
+    back, _ = lots_of_transfer(network, again.transaction_id)
+    assert [(lot.points, lot.origin_lot_id) for lot in back] == [(250, new_lots[0].origin_lot_id)]
 
 
 def test_every_limit_refuses_and_writes_nothing(network: Network, households: Households) -> None:

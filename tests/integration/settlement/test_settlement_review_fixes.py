@@ -92,6 +92,7 @@ def test_closed_periods_and_lot_terms_cannot_be_rewritten(network: Network) -> N
         "DELETE FROM settlement_periods",
         "UPDATE lots SET issuance_price = '0'",
         "UPDATE lots SET issuer_partner_id = NULL",
+        "UPDATE lots SET origin_lot_id = id",  # which purchase a transferred lot's points came from
         "DELETE FROM lots",
     ):
         assert "refused" in refusal(network, statement), statement

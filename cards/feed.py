@@ -30,7 +30,7 @@ from common.uow import UnitOfWork
 from ledger.posting import Ledger, NewLot, Posted, Posting
 from ledger.repository import LedgerRepository, MemberAccounts
 from members.repository import MemberRepository
-from programme.bonuses import take_back_purchase_bonuses
+from programme.bonuses import purchase_lot_ids, take_back_purchase_bonuses
 from programme.services import policy_in_force
 from programme.tiers import refresh_after_return, tier_bonus_on_earn
 
@@ -256,6 +256,11 @@ class _Step:
             (transaction.merchant_earn_transaction_id, transaction.merchant_points, transaction.merchant_partner_id),
             (transaction.bank_earn_transaction_id, transaction.bank_points, self.issuer),
         )
+        # The member, and whoever holds points of the purchase a transfer gave them: those are taken back too.
+        lot_ids = purchase_lot_ids(self.ledger_records, transaction.merchant_earn_transaction_id)
+        if transaction.bank_earn_transaction_id is not None:
+            lot_ids += purchase_lot_ids(self.ledger_records, transaction.bank_earn_transaction_id)
+        self.ledger_records.lock_with_holders(transaction.member_id, lot_ids)
         for earn_id, points, issuer in lots:
             take = points_to_reverse(points, transaction.cleared_minor, transaction.reversed_minor, after)
             if earn_id is None or take <= 0:
@@ -277,9 +282,7 @@ class _Step:
         taken = take_back_purchase_bonuses(
             self.ledger, self.ledger_records.lock_member(member_id),
             earn_transaction_id=transaction.merchant_earn_transaction_id, returned_minor_total=reversed_minor,
-            total_minor=transaction.cleared_minor,
-            held_points=CheckoutRepository(self.connection).held_points(member_id, self.now),
-            business_time=business_time,
+            total_minor=transaction.cleared_minor, held_points=self._held_points, business_time=business_time,
         )  # fmt: skip
         refresh_after_return(self.connection, member_id, policy_in_force(self.connection, self.now).policy.tiers,
                              self.now)  # fmt: skip
@@ -295,7 +298,6 @@ class _Step:
     ) -> int:  # fmt: skip
         records = self.ledger_records
         accounts = records.lock_member(transaction.member_id)
-        held = CheckoutRepository(self.connection).held_points(transaction.member_id, self.now)
         posting = Posting(
             kind="EARN_REVERSAL", member_id=transaction.member_id, partner_id=issuer,
             contract_version_id=records.contract_version_of(earn_id), business_time=business_time,
@@ -304,10 +306,13 @@ class _Step:
         )  # fmt: skip
         _, debt = self.ledger.reverse_earn(
             accounts, posting, points, issuer_partner_id=issuer, earn_lot_id=records.lot_of_transaction(earn_id),
-            lots=records.lots_with_points(transaction.member_id),
-            spendable_budget=max(records.spendable(transaction.member_id, self.now, self.now) - held, 0),
+            held_points=self._held_points,
         )  # fmt: skip
         return debt
+
+    def _held_points(self, member_id: int) -> int:
+        """Points the member's open holds reserve: a reversal leaves them alone."""
+        return CheckoutRepository(self.connection).held_points(member_id, self.now)
 
     def _post_earn(self, accounts: MemberAccounts, partner_id: int, points: int) -> int:
         item, version = self.item, self.reads.terms_of(partner_id, self.item.transaction_time)

@@ -10,7 +10,7 @@ from ledger.posting import Posting
 from ledger.repository import MemberAccounts
 from members.repository import MemberRow
 from partners.rates import proportional_points
-from programme.bonuses import BonusTakeBack, take_back_purchase_bonuses
+from programme.bonuses import BonusTakeBack, purchase_lot_ids, take_back_purchase_bonuses
 from programme.tiers import refresh_after_return, withdraw_qualifying_points
 
 
@@ -21,7 +21,9 @@ def return_purchase(session: CheckoutSession, partner: PartnerRef, command: Retu
     member = session.members.find_by_id(found.member_id) if found else None
     if found is None or member is None:
         raise PurchaseNotFound("no purchase with that receipt", receipt_id=command.receipt_id)
-    accounts = session.ledger_records.lock_member(member.id)
+    # The member, and whoever holds points of the purchase a transfer gave them: a return takes those back.
+    lot_ids = purchase_lot_ids(session.ledger_records, found.earn_transaction_id)
+    accounts = session.ledger_records.lock_with_holders(member.id, lot_ids)[member.id]
     purchase = session.records.purchase_for_update(partner.partner_id, command.receipt_id)
     assert purchase is not None
     returned_total = purchase.returned_minor + _returned_amount(purchase, command)
@@ -41,7 +43,8 @@ def return_purchase(session: CheckoutSession, partner: PartnerRef, command: Retu
         bonuses = take_back_purchase_bonuses(
             session.ledger, accounts, earn_transaction_id=purchase.earn_transaction_id,
             returned_minor_total=returned_total, total_minor=purchase.total_minor,
-            held_points=session.records.held_points(member.id, session.now), business_time=session.business_time,
+            held_points=lambda holder: session.records.held_points(holder, session.now),
+            business_time=session.business_time,
         )  # fmt: skip
         refresh_after_return(session.connection, member.id, session.policy().tiers, session.now)
     session.records.update_purchase(
@@ -142,11 +145,9 @@ def _reverse(
         points -= already_gone
         if points == 0:
             return "", 0
-    lots = session.ledger_records.lots_with_points(member.id)
-    spendable = sum(lot.remaining_points for lot in lots if lot.is_spendable(session.now))
     posting = _posting("EARN_REVERSAL", session, member, purchase, purchase.earn_transaction_id)
     posted, debt = session.ledger.reverse_earn(
-        accounts, posting, points, issuer_partner_id=purchase.partner_id, earn_lot_id=earn_lot_id, lots=lots,
-        spendable_budget=spendable - session.records.held_points(member.id, session.now),
+        accounts, posting, points, issuer_partner_id=purchase.partner_id, earn_lot_id=earn_lot_id,
+        held_points=lambda holder: session.records.held_points(holder, session.now),
     )  # fmt: skip
     return posted.public_id, debt

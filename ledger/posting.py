@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
 from common.ids import new_id
 from ledger.errors import RecipientHasDebt
-from ledger.lots import LotBalance, plan_up_to
+from ledger.lots import HeldLot, plan_take_back
 from ledger.repository import LedgerRepository, MemberAccounts
 
 DEBIT, CREDIT = "D", "C"
@@ -144,35 +145,53 @@ class Ledger:
         *,
         issuer_partner_id: int | None,
         earn_lot_id: int | None,
-        lots: list[LotBalance],
-        spendable_budget: int,
+        held_points: Callable[[int], int],
     ) -> tuple[Posted, int]:
         """Takes back earned points; what the member cannot cover becomes an explicit debt.
 
-        The earn's own lot goes first. Points that cannot be spent now (still pending, or expired)
-        are taken freely, since no hold can rest on them; spendable points only up to
-        ``spendable_budget`` (available less open holds), so a return never takes points an open
-        hold has reserved. Returns the posting and the debt.
+        The earn's own lot goes first, then the lots its points were transferred into (a household
+        member's, whose points account the posting debits: they hold points of a purchase that was
+        returned), then the member's other lots (``plan_take_back``). Points that cannot be spent now
+        are taken freely; spendable ones only as far as each holder's open holds (``held_points``, by
+        member) leave them free. Returns the posting and the member's debt.
+
+        Holders of transferred points are locked here if the caller has not already (it should, with
+        ``LedgerRepository.lock_with_holders``, so that members are locked in id order).
         """
-        taken = _take_from_own_lot(lots, earn_lot_id, points, spendable_budget, self.recorded_at)
-        from_own_spendable = sum(part for lot_id, part in taken if _is_spendable(lots, lot_id, self.recorded_at))
-        budget = max(spendable_budget - from_own_spendable, 0)
-        still_needed = points - sum(part for _, part in taken)
-        others = [lot for lot in lots if lot.lot_id != earn_lot_id]
-        taken += plan_up_to(others, min(still_needed, budget), self.recorded_at)
-        from_balance = sum(part for _, part in taken)
-        debt = points - from_balance
+        taken, holders = self._take_back_plan(member, earn_lot_id, points, held_points)
+        by_holder = {holder: sum(part for owner, _, part in taken if owner == holder) for holder in holders}
+        debt = points - sum(by_holder.values())
         issued_account = self.repository.account_id("PARTNER_ISSUED", _owner(issuer_partner_id))
         posted = self._post(
             posting,
             points,
-            [(member.points_account_id, DEBIT, from_balance), (member.debt_account_id, DEBIT, debt),
-             (issued_account, CREDIT, points)],
+            [*((holders[holder].points_account_id, DEBIT, part) for holder, part in by_holder.items()),
+             (member.debt_account_id, DEBIT, debt), (issued_account, CREDIT, points)],
         )  # fmt: skip
-        self.repository.change_lots([(lot_id, -part) for lot_id, part in taken])
-        self._movements(posted, "REVERSED", [(lot_id, -part) for lot_id, part in taken])
-        self.repository.change_member_balance(member.member_id, -from_balance, debt)
+        self.repository.change_lots([(lot_id, -part) for _, lot_id, part in taken])
+        self._movements(posted, "REVERSED", [(lot_id, -part) for _, lot_id, part in taken])
+        self.repository.change_member_balance(member.member_id, -by_holder[member.member_id], debt)
+        for holder, part in by_holder.items():
+            if holder != member.member_id and part > 0:
+                self.repository.change_member_balance(holder, -part, 0)
         return posted, debt
+
+    def _take_back_plan(
+        self, member: MemberAccounts, earn_lot_id: int | None, points: int, held_points: Callable[[int], int]
+    ) -> tuple[list[tuple[int, int, int]], dict[int, MemberAccounts]]:
+        """``plan_take_back`` on what the member and the holders of the earn lot's transferred points have
+        now; the holders' accounts (the member's among them), locked."""
+        repository, now = self.repository, self.recorded_at
+        lots = repository.lots_with_points(member.member_id)
+        family = [HeldLot(member.member_id, lot) for lot in lots if lot.lot_id == earn_lot_id]
+        if earn_lot_id is not None:
+            family += repository.transferred_lots(earn_lot_id)
+        others = {held.member_id for held in family} - {member.member_id}
+        holders = {member.member_id: member} | repository.lock_members(others)
+        budgets = {other: repository.spendable(other, now, now) - held_points(other) for other in others}
+        spendable = sum(lot.remaining_points for lot in lots if lot.is_spendable(now))
+        budgets[member.member_id] = spendable - held_points(member.member_id)
+        return plan_take_back(family, lots, member.member_id, points, budgets, now), holders
 
     def expire(
         self, member: MemberAccounts, posting: Posting, lot_id: int, points: int, issuer_partner_id: int | None
@@ -275,21 +294,6 @@ class Ledger:
                 if delta != 0
             ]
         )
-
-
-def _is_spendable(lots: list[LotBalance], lot_id: int, now: datetime) -> bool:
-    return any(lot.lot_id == lot_id and lot.is_spendable(now) for lot in lots)
-
-
-def _take_from_own_lot(
-    lots: list[LotBalance], earn_lot_id: int | None, points: int, spendable_budget: int, now: datetime
-) -> list[tuple[int, int]]:
-    own = next((lot for lot in lots if lot.lot_id == earn_lot_id), None)
-    if own is None:
-        return []
-    limit = own.remaining_points if not own.is_spendable(now) else min(own.remaining_points, spendable_budget)
-    take = min(points, max(limit, 0))
-    return [(own.lot_id, take)] if take > 0 else []
 
 
 def _owner(partner_id: int | None) -> int:

@@ -9,12 +9,13 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import BigInteger, Connection, and_, bindparam, case, func, select, true
+from sqlalchemy import BigInteger, Connection, and_, bindparam, case, func, or_, select, true
 from sqlalchemy.dialects import postgresql
+from sqlalchemy.orm import aliased
 
 from common.db import table_of
 from common.sql import Prebuilt, insert_ignoring_conflict, inserted_id
-from ledger.lots import LotBalance
+from ledger.lots import HeldLot, LotBalance
 from ledger.models import JournalEntry, JournalTransaction, LedgerAccount, Lot, LotMovement, MemberBalance
 
 accounts = table_of(LedgerAccount)
@@ -98,11 +99,26 @@ _SPENDABLE_BY_MEMBER = (
     )
     .group_by(lots.c.member_id)
 )
+# The lots a transfer made of another lot's points, through any number of transfers.
+_MOVED_ON = aliased(lots, name="moved_on")
+_LOST_KINDS = ("EXPIRED", "ADJUSTED")
+# Points of an earn's lot, and of the lots its points were transferred into, that lapsed or support deducted.
 _LOST = (
     select(func.coalesce(func.sum(-movements.c.points_delta), 0))
-    .where(movements.c.lot_id == lots.c.id, movements.c.kind.in_(("EXPIRED", "ADJUSTED")))
+    .where(movements.c.lot_id == lots.c.id, movements.c.kind.in_(_LOST_KINDS))
+    .scalar_subquery()
+) + (
+    select(func.coalesce(func.sum(-movements.c.points_delta), 0))
+    .join(_MOVED_ON, _MOVED_ON.c.id == movements.c.lot_id)
+    .where(_MOVED_ON.c.origin_lot_id == lots.c.id, movements.c.kind.in_(_LOST_KINDS))
     .scalar_subquery()
 )
+_TRANSFERRED_LOTS = (
+    select(lots.c.member_id, lots.c.id, lots.c.remaining_points, lots.c.earned_at, lots.c.available_at,
+           lots.c.expires_at)
+    .where(lots.c.origin_lot_id == bindparam("origin"), lots.c.remaining_points > 0)
+    .order_by(lots.c.id)
+)  # fmt: skip
 _EARN_LOT = select(
     lots.c.source_transaction_id,
     lots.c.id,
@@ -189,7 +205,7 @@ class EarnLot:
     available_at: datetime
     expires_at: datetime
     contract_version_id: int | None
-    lost_points: int  # expired or deducted by support: already gone unspent
+    lost_points: int  # expired or deducted by support, here or where it was transferred: gone unspent
 
 
 class LedgerRepository:
@@ -348,21 +364,54 @@ class LedgerRepository:
             _CHANGE_BALANCE.run_many(self.connection, rows)
 
     def lot_points_removed(self, lot_id: int, *, kinds: tuple[str, ...]) -> int:
-        """Points the lot lost through movements of these kinds."""
+        """Points the lot, and the lots its points were transferred into, lost through movements of these
+        kinds."""
+        family = select(lots.c.id).where(or_(lots.c.id == lot_id, lots.c.origin_lot_id == lot_id))
         removed = select(func.coalesce(func.sum(-movements.c.points_delta), 0)).where(
-            movements.c.lot_id == lot_id, movements.c.kind.in_(kinds)
+            movements.c.lot_id.in_(family), movements.c.kind.in_(kinds)
         )
         return int(self.connection.execute(removed).scalar_one())
 
-    def lost_unspent(self, earn_transaction_id: int, lot_id: int, shares_reversed_before: int) -> int:
-        """Points of an earn's own lot that lapsed or that support deducted, not yet set against earlier
-        reversals of the earn (whose shares came to ``shares_reversed_before``).
+    def transferred_lots(self, lot_id: int) -> list[HeldLot]:
+        """The lots holding points transferred out of ``lot_id`` (through any number of transfers) that
+        still have points, oldest first, with who holds them."""
+        rows = self.connection.execute(_TRANSFERRED_LOTS, {"origin": lot_id})
+        return [HeldLot(int(row[0]), LotBalance(*row[1:])) for row in rows]
 
-        A reversal counts them as taken back: they already left the member unspent, and taking them
-        again would cost the member twice (and credit an issuer billed on redemption for points it
-        never paid for).
+    def lock_with_holders(self, member_id: int, lot_ids: Iterable[int]) -> dict[int, MemberAccounts]:
+        """Locks the member and every member holding points transferred out of ``lot_ids`` (a return
+        takes those back too), all in ascending id order like ``lock_members``; their accounts by id.
+
+        The holders are read before they are locked, so a transfer onwards may add one meanwhile: it is
+        locked next, until a read under the locks finds nobody new (any further transfer waits for them).
         """
-        lost = self.lot_points_removed(lot_id, kinds=("EXPIRED", "ADJUSTED"))
+        lot_ids = list(lot_ids)
+        locked: dict[int, MemberAccounts] = {}
+        wanted = {member_id} | self._holders(lot_ids)
+        while missing := wanted - locked.keys():
+            if missing == {member_id}:  # the usual case: nobody holds the purchase's points but its member
+                locked[member_id] = self.lock_member(member_id)
+            else:
+                locked |= self.lock_members(missing)
+            wanted |= self._holders(lot_ids)
+        return locked
+
+    def _holders(self, lot_ids: list[int]) -> set[int]:
+        if not lot_ids:
+            return set()
+        query = select(lots.c.member_id).where(lots.c.origin_lot_id.in_(lot_ids), lots.c.remaining_points > 0)
+        return {int(member) for member in self.connection.execute(query.distinct()).scalars()}
+
+    def lost_unspent(self, earn_transaction_id: int, lot_id: int, shares_reversed_before: int) -> int:
+        """Points of an earn's own lot, and of the lots its points were transferred into, that lapsed or
+        that support deducted, not yet set against earlier reversals of the earn (whose shares came to
+        ``shares_reversed_before``).
+
+        A reversal counts them as taken back: they already left the member (or the household member
+        they were given to) unspent, and taking them again would cost the member twice (and credit an
+        issuer billed on redemption for points it never paid for).
+        """
+        lost = self.lot_points_removed(lot_id, kinds=_LOST_KINDS)
         if lost == 0:
             return 0  # the usual case: no need to look for earlier reversals
         set_against = shares_reversed_before - self.reversed_points(earn_transaction_id)

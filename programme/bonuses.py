@@ -12,6 +12,7 @@ its earn, so a return takes them back in proportion (``take_back_purchase_bonuse
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -102,14 +103,16 @@ class BonusTakeBack:
 
 def take_back_purchase_bonuses(
     ledger: Ledger, member: MemberAccounts, *, earn_transaction_id: int, returned_minor_total: int, total_minor: int,
-    held_points: int, business_time: datetime,
+    held_points: Callable[[int], int], business_time: datetime,
 ) -> BonusTakeBack:  # fmt: skip
     """Reverses a purchase's tier and promotion bonuses down to the share of it still kept.
 
     Cumulative like the purchase's own points: each bonus's reversals come to exactly its points in
     proportion to the amount returned so far, whatever the number of partial returns. Points of the
     bonus lot that lapsed or support deducted count as already taken back. As with the purchase's
-    points, what the member cannot cover without touching ``held_points`` becomes debt.
+    points (``Ledger.reverse_earn``: the bonus lot, the lots a transfer moved its points into, the
+    member's other lots), what cannot be taken without touching points open holds reserve
+    (``held_points``, by member) becomes the member's debt.
     """
     repository = ledger.repository
     taken, debt = 0, 0
@@ -127,15 +130,22 @@ def take_back_purchase_bonuses(
             contract_version_id=bonus.contract_version_id, business_time=business_time, currency=bonus.currency,
             references_transaction_id=bonus.transaction_id,
         )  # fmt: skip
-        lots = repository.lots_with_points(member.member_id)
-        spendable = sum(lot.remaining_points for lot in lots if lot.is_spendable(ledger.recorded_at))
         _, owed = ledger.reverse_earn(
-            member, posting, points, issuer_partner_id=bonus.partner_id, earn_lot_id=lot_id, lots=lots,
-            spendable_budget=spendable - held_points,
-        )  # fmt: skip
+            member, posting, points, issuer_partner_id=bonus.partner_id, earn_lot_id=lot_id, held_points=held_points
+        )
         taken, debt = taken + points - owed, debt + owed
         member = repository.member_accounts(member.member_id)
     return BonusTakeBack(taken + debt, debt)
+
+
+def purchase_lot_ids(repository: LedgerRepository, earn_transaction_id: int | None) -> list[int]:
+    """The lots a return of the purchase takes points back from: its earn's and its returnable bonuses'."""
+    if earn_transaction_id is None:
+        return []
+    found = [repository.lot_of_transaction(earn_transaction_id)]
+    found += [repository.lot_of_transaction(bonus.transaction_id) for bonus in _purchase_bonuses(
+        repository, earn_transaction_id)]  # fmt: skip
+    return [lot_id for lot_id in found if lot_id is not None]
 
 
 @dataclass(frozen=True)

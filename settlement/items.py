@@ -7,10 +7,12 @@
   returns (REDEMPTION_REFUND), at the reimbursement rate of the transaction's contract version.
 - Changes to lots of an ON_REDEMPTION issuer, from the lineage written at spend time: spent points
   (CONSUMPTION) at the price recorded on the lot, restored points (CONSUMPTION_REVERSAL), expired points
-  (BREAKAGE, reported at 0). Points a return takes back from the returned purchase's own lot were never
-  spent, so they are not billed; points a return takes from other lots, or that repay a member's debt,
-  were used up and are billed to that lot's issuer like any spending. In exchange, an ON_REDEMPTION
-  issuer whose returned points had already been spent is credited for them (CONSUMPTION_REVERSAL).
+  (BREAKAGE, reported at 0). Points a return takes back from the returned purchase's own lot, or from
+  the lots a household transfer moved them into (lots.origin_lot_id), were never spent, so they are
+  not billed; points a return takes from other lots, or that repay a member's debt, were used up and
+  are billed to that lot's issuer like any spending. In exchange, an ON_REDEMPTION issuer whose
+  returned points had already been spent is credited for them (CONSUMPTION_REVERSAL): the reversal's
+  points less those it took back from the purchase's own and transferred lots.
 - BONUS transactions a partner funds (activity points, its promotions) are issuance like an earn;
   bonuses the operator funds (tiers, sign-up, referrals) sit on the operator's account, which has no
   statement, and are reimbursed to redeeming partners like goodwill grants.

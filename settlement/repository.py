@@ -321,7 +321,8 @@ class SettlementRepository:
             literal(0),
         )
         lot_movements = _on_redemption_lot_movements(lot_movements, period_id).where(
-            # Points a return takes back from the returned purchase's own lot were never spent.
+            # Points a return takes back from the returned purchase's own lot (or a household member's lot
+            # they were transferred into) were never spent.
             ~and_(movements.c.kind == "REVERSED", func.coalesce(_IS_OWN_LOT, False)),
             # Points a member transferred changed owner, not issuer: billed when the recipient spends them.
             movements.c.kind != "TRANSFERRED",
@@ -747,13 +748,22 @@ class SettlementRepository:
         return {(row.partner_id, row.currency): row for row in self.statements(ended_by=moment)}
 
 
-# Whether a lot movement is on the lot of the transaction its transaction refers to (a return's own lot).
-_IS_OWN_LOT = lots.c.source_transaction_id == transactions.c.references_transaction_id
+# The transaction that credited a lot's points: the one that made it, or for a lot a household transfer
+# made, the one that made the lot they were first credited into (lots.origin_lot_id).
+_ORIGIN_LOT = aliased(lots, name="origin_lot")
+_CREDITED_BY = case(
+    (lots.c.origin_lot_id.is_(None), lots.c.source_transaction_id),
+    else_=select(_ORIGIN_LOT.c.source_transaction_id).where(_ORIGIN_LOT.c.id == lots.c.origin_lot_id).scalar_subquery(),
+)
+# Whether a lot movement is on a lot holding points of the transaction its transaction refers to: a
+# return's own lot, or one its purchase's points were transferred into. Either way never spent.
+_IS_OWN_LOT = transactions.c.references_transaction_id == _CREDITED_BY
 _LOT_VERSIONS = aliased(versions, name="lot_version")
 
 
 def _own_lot_reversed() -> Any:
-    """Points a reversal took back from the returned purchase's own lot (correlated to the transaction)."""
+    """Points a reversal took back from the returned purchase's own lot and the lots its points were
+    transferred into (correlated to the transaction)."""
     return (
         select(func.coalesce(func.sum(-movements.c.points_delta), 0))
         .join(lots, lots.c.id == movements.c.lot_id)

@@ -1,20 +1,24 @@
-"""A known defect, found in review and not fixed yet: a return of a purchase whose points were transferred
-to a household member credits an ON_REDEMPTION issuer a CONSUMPTION_REVERSAL for points it was never
-billed for. When the recipient spends them the issuer is billed and it nets out; when the recipient's
-lot lapses instead, the issuer keeps money for points nobody spent.
+"""Returns of purchases whose points a member gave to a household member, and their settlement.
 
-The fix this calls for: a return takes back the still-unspent points of the purchase from the lots they
-were transferred into (and settlement counts those as the purchase's own lot), so only points actually
-spent are credited. Remove the xfail when it lands."""
+A return takes the purchase's still-unspent points back from wherever transfers moved them (the
+purchase's own lot first, then the household members' lots its points went to, however many
+transfers on), and only what is missing after that becomes the buyer's debt. Settlement counts those
+lots as the purchase's own: points taken back from them were never spent, so an issuer billed on
+redemption is neither billed nor credited for them; it is credited (CONSUMPTION_REVERSAL) only for
+the points it was billed for because a household member spent them. Each network balances its books
+and reconciles every closed period when the test ends.
+"""
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Iterator
 
 import pytest
 
 from checkout.session import CheckoutSettings
 from common.idempotency import RequestKey
+from members.identifiers import MemberIdentifier
 from partners.rates import Billing
 from programme.expiry import expire_lapsed_points
 from programme.households import Households, TransferCommand
@@ -22,10 +26,11 @@ from programme.visibility import OPERATOR_STAFF
 from server.app import held_points
 from settlement.netting import LineType
 from tests.factories import phone, request_key
-from tests.integration.settlement.harness import Network, new_receipt, own_network, utc
+from tests.integration.settlement.harness import Brand, Network, new_receipt, own_network, utc
 
 STAFF = "operator:support-alice"
-SETTINGS = CheckoutSettings(identifier_pepper=b"t", points_lifetime_days=70)
+SETTINGS = CheckoutSettings(identifier_pepper=b"t", points_lifetime_days=70)  # earned 2026-01-05: lapse 03-16
+LABELS = ("2026-01", "2026-02", "2026-03")
 
 
 @pytest.fixture
@@ -34,30 +39,165 @@ def network(isolated_database_url: str) -> Iterator[Network]:
         yield network
 
 
-@pytest.mark.xfail(strict=True, reason="known defect: transferred-then-returned points credit an unbilled issuer")
-def test_an_issuer_is_not_paid_for_transferred_points_of_a_returned_purchase_that_lapse(network: Network) -> None:
-    households = Households(network.uow, identifier_pepper=b"t", held_points=held_points)
+@pytest.fixture
+def households(network: Network) -> Households:
+    return Households(network.uow, identifier_pepper=b"t", held_points=held_points)
+
+
+def form(households: Households, network: Network, *members: MemberIdentifier) -> None:
+    """One household of ``members`` (enrolled on 2026-01-05), old enough to transfer from 2026-02-17 on."""
+    network.clock.set(utc("2026-02-09T10:00:00"))
+    households.create(RequestKey(STAFF, request_key().key), list(members), STAFF)
+
+
+def send(households: Households, sender: MemberIdentifier, recipient: MemberIdentifier, points: int) -> None:
+    command = TransferCommand(sender, recipient, points)
+    households.transfer(RequestKey(STAFF, request_key().key), OPERATOR_STAFF, command)
+
+
+def position(network: Network, brand: Brand, member: MemberIdentifier) -> tuple[int, int]:
+    """(available, debt) as the member's balance shows them."""
+    balance = network.checkout.get_balance(brand.ref, member)
+    return balance.available_points, balance.debt_points
+
+
+def close_all(network: Network) -> dict[str, tuple[dict[LineType, int], int]]:
+    """Closes January to March; per partner code, its points per line type and its net over the three."""
+    network.clock.set(utc("2026-04-01T00:00:00"))
+    points: dict[str, dict[LineType, int]] = defaultdict(lambda: defaultdict(int))
+    nets: dict[str, int] = defaultdict(int)
+    for label in LABELS:
+        network.close(label)
+        for code, view in network.statements(label).items():
+            nets[code] += view.net_minor
+            for line in view.lines:
+                points[code][line.line_type] += line.points
+    return {code: (dict(points[code]), nets[code]) for code in nets}
+
+
+def test_an_issuer_is_not_paid_for_transferred_points_of_a_returned_purchase_that_lapse(
+    network: Network, households: Households
+) -> None:
     store = network.partner(Billing.ON_REDEMPTION, issuance_price="0.012")
     sender, recipient, receipt = phone(), phone(), new_receipt()
     network.earn(store, sender, 500, receipt=receipt)  # lot expires 2026-03-16
     network.earn(store, recipient, 1)
-    network.clock.set(utc("2026-02-09T10:00:00"))
-    households.create(RequestKey(STAFF, request_key().key), [sender, recipient], STAFF)
+    form(households, network, sender, recipient)
     network.clock.set(utc("2026-02-17T10:00:00"))
-    households.transfer(RequestKey(STAFF, request_key().key), OPERATOR_STAFF, TransferCommand(sender, recipient, 500))
+    send(households, sender, recipient, 500)
     network.clock.set(utc("2026-03-05T10:00:00"))
-    returned = network.return_purchase(store, receipt)  # sender now owes 500
-    assert returned.debt_created_points == 500
+
+    returned = network.return_purchase(store, receipt)
+
+    # The 500 come back from the recipient, who still had them: the sender owes nothing.
+    assert (returned.points_reversed, returned.debt_created_points) == (500, 0)
+    assert (position(network, store, sender), position(network, store, recipient)) == ((0, 0), (1, 0))
     network.clock.set(utc("2026-03-20T10:00:00"))
-    expire_lapsed_points(network.uow, held_points)  # recipient never spent: 500 (+1) lapse
-    network.clock.set(utc("2026-04-01T00:00:00"))
-    labels = ("2026-01", "2026-02", "2026-03")
-    for label in labels:
-        network.close(label)
-    views = [view for label in labels for code, view in network.statements(label).items() if code == store.code]
-    lines = [line for view in views for line in view.lines]
-    consumed = sum(line.points for line in lines if line.line_type == LineType.CONSUMPTION)
-    credited = sum(line.points for line in lines if line.line_type == LineType.CONSUMPTION_REVERSAL)
-    net = sum(view.net_minor for view in views)
-    # Nobody ever spent a point of this issuer: it should neither pay nor be paid.
-    assert (consumed, credited, net) == (0, 0, 0), (consumed, credited, net)
+    assert expire_lapsed_points(network.uow, held_points).points_expired == 1  # the recipient's own point
+    found = close_all(network)[store.code]
+    # Nobody ever spent a point of this issuer: it neither pays nor is paid.
+    assert (found[0].get(LineType.CONSUMPTION, 0), found[0].get(LineType.CONSUMPTION_REVERSAL, 0), found[1]) == (
+        0, 0, 0,
+    )  # fmt: skip
+
+
+def test_points_a_household_member_spent_are_billed_then_credited_back_and_only_they_become_debt(
+    network: Network, households: Households
+) -> None:
+    store = network.partner(Billing.ON_REDEMPTION, issuance_price="0.012")
+    other = network.partner(Billing.ON_REDEMPTION, issuance_price="0.011")
+    redeemer = network.partner(reimbursement_rate="0.010")
+    sender, recipient, receipt = phone(), phone(), new_receipt()
+    network.earn(store, sender, 500, receipt=receipt)  # expires with the next, but was earned first
+    network.earn(other, sender, 50)
+    network.earn(redeemer, recipient, 0)  # enrols the recipient
+    form(households, network, sender, recipient)
+    network.clock.set(utc("2026-02-17T10:00:00"))
+    send(households, sender, recipient, 500)  # all of the store's lot
+    network.clock.set(utc("2026-03-02T10:00:00"))
+    network.redeem(redeemer, recipient, 200)  # billed to the store: its points, spent
+    network.clock.set(utc("2026-03-05T10:00:00"))
+
+    returned = network.return_purchase(store, receipt)
+
+    # 300 unspent come back from the recipient; then the sender's own 50 (the other issuer's, used up
+    # covering the return); the 150 still missing are the sender's debt.
+    assert (returned.points_reversed, returned.debt_created_points) == (500, 150)
+    assert position(network, other, sender) == (0, 150)
+    assert position(network, redeemer, recipient) == (0, 0)
+    network.clock.set(utc("2026-03-10T10:00:00"))
+    assert network.earn(store, sender, 150).debt_repaid_points == 150  # repaying is spending: billed
+
+    found = close_all(network)
+    # The store is billed for the 200 the recipient spent and credited them back with the return (the
+    # purchase they came from is undone), then billed for the 150 its new points repaid: 150 x 0.012.
+    assert found[store.code] == (
+        {LineType.ISSUANCE: 650, LineType.CONSUMPTION: 350, LineType.ISSUANCE_REVERSAL: 500,
+         LineType.CONSUMPTION_REVERSAL: 200},
+        -180,
+    )  # fmt: skip
+    # The other issuer's 50 covered the return: spent, billed at its price (0.55 EUR).
+    assert found[other.code] == ({LineType.ISSUANCE: 50, LineType.CONSUMPTION: 50}, -55)
+    # The redeemer is reimbursed for the 200 its till took, whatever happened to the purchase since.
+    assert found[redeemer.code] == ({LineType.REDEMPTION: 200}, 200)
+
+
+def test_an_issuer_billed_on_issuance_gets_back_what_it_paid_and_a_chain_of_transfers_is_followed(
+    network: Network, households: Households
+) -> None:
+    store = network.partner(issuance_price="0.012")  # billed on issuance
+    redeemer = network.partner(issuance_price="0.012", reimbursement_rate="0.010")
+    sender, recipient, third, receipt = phone(), phone(), phone(), new_receipt()
+    network.earn(store, sender, 500, receipt=receipt)
+    network.earn(redeemer, recipient, 0)
+    network.earn(redeemer, third, 0)
+    network.clock.set(utc("2026-01-20T10:00:00"))
+    network.earn(redeemer, recipient, 30)  # the recipient's own, expiring after the transferred points
+    form(households, network, sender, recipient, third)
+    network.clock.set(utc("2026-02-17T10:00:00"))
+    send(households, sender, recipient, 400)  # the sender keeps 100 of the purchase's lot
+    network.clock.set(utc("2026-02-18T10:00:00"))
+    send(households, recipient, third, 150)  # 150 of those 400 move on
+    network.clock.set(utc("2026-03-02T10:00:00"))
+    network.redeem(redeemer, recipient, 100)  # 100 of the 250 the recipient has left of them
+    network.clock.set(utc("2026-03-05T10:00:00"))
+
+    first = network.return_purchase(store, receipt, returned_minor=25_000)  # half: 250 points
+
+    # The purchase's own lot first (100), then the recipient's (150): the recipient's own 30 stay.
+    assert (first.points_reversed, first.debt_created_points) == (250, 0)
+    assert [position(network, redeemer, member) for member in (recipient, third)] == [(30, 0), (150, 0)]
+    assert position(network, store, sender) == (0, 0)
+
+    second = network.return_purchase(store, receipt)  # the other half
+
+    # Two transfers on, the third member's 150; the 100 the recipient spent are the sender's to owe.
+    assert (second.points_reversed, second.debt_created_points) == (250, 100)
+    assert [position(network, redeemer, member) for member in (recipient, third)] == [(30, 0), (0, 0)]
+    assert position(network, store, sender) == (0, 100)
+    found = close_all(network)
+    # Billed 6.00 for the 500 it issued, credited 6.00 when they were all taken back.
+    assert found[store.code] == ({LineType.ISSUANCE: 500, LineType.ISSUANCE_REVERSAL: 500}, 0)
+    assert found[redeemer.code] == ({LineType.ISSUANCE: 30, LineType.REDEMPTION: 100}, 100 - 36)
+
+
+def test_transferred_points_that_lapsed_before_the_return_count_as_taken_back(
+    network: Network, households: Households
+) -> None:
+    store = network.partner(Billing.ON_REDEMPTION, issuance_price="0.012")
+    sender, recipient, receipt = phone(), phone(), new_receipt()
+    network.earn(store, sender, 500, receipt=receipt)
+    network.earn(store, recipient, 0)
+    form(households, network, sender, recipient)
+    network.clock.set(utc("2026-02-17T10:00:00"))
+    send(households, sender, recipient, 500)
+    network.clock.set(utc("2026-03-20T10:00:00"))
+    assert expire_lapsed_points(network.uow, held_points).points_expired == 500  # unspent, with the recipient
+
+    returned = network.return_purchase(store, receipt)
+
+    # Already gone unspent: nothing left to take, nothing to owe, nothing to post.
+    assert (returned.points_reversed, returned.debt_created_points, returned.reversal_transaction_id) == (500, 0, "")
+    assert position(network, store, sender) == (0, 0)
+    found = close_all(network)[store.code]
+    assert found == ({LineType.ISSUANCE: 500, LineType.BREAKAGE: 500}, 0)

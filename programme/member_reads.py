@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import Connection, Select, and_, case, func, literal, or_, select, union_all
 
 from common.db import table_of
-from ledger.repository import entries, lots, transactions
+from ledger.repository import entries, lots, movements, transactions
 from members.models import Member, MemberPartnerLink
 from partners.models import Partner
 from programme.expiry import SHOPPING_KINDS
@@ -79,17 +79,26 @@ class MemberReadRepository:
         limit: int,
     ) -> list[ActivityRow]:
         """The member's transactions newest first (business time, then id), after the cursor ``before``:
-        their own, and transfers they received from another member of their household."""
+        their own, transfers they received from another member of their household, and returns of
+        that member's purchases that took points of them back from the member."""
         own = _activity_rows(partner_id, kinds, before, limit).where(transactions.c.member_id == member_id)
         received = (
             _activity_rows(partner_id, kinds, before, limit)
             .join(transfers, transfers.c.transaction_id == transactions.c.id)
             .where(transfers.c.recipient_member_id == member_id)
         )
+        taken_back = (
+            select(movements.c.transaction_id)
+            .join(lots, lots.c.id == movements.c.lot_id)
+            .where(lots.c.member_id == member_id, lots.c.origin_lot_id.is_not(None), movements.c.kind == "REVERSED")
+        )
+        returned = _activity_rows(partner_id, kinds, before, limit).where(
+            transactions.c.id.in_(taken_back), transactions.c.member_id != member_id
+        )
         # A union, not an OR: the member's own history still walks its index newest first, and the
-        # transfers a member receives are few (the transfer policy limits them).
-        both = union_all(select(own.subquery()), select(received.subquery())).subquery()
-        query = select(both).order_by(both.c.business_time.desc(), both.c.id.desc()).limit(limit)
+        # transfers a member receives are few (the transfer policy limits them), so are their lots.
+        every = union_all(select(own.subquery()), select(received.subquery()), select(returned.subquery())).subquery()
+        query = select(every).order_by(every.c.business_time.desc(), every.c.id.desc()).limit(limit)
         return [ActivityRow(*row) for row in self.connection.execute(query)]
 
     def member_side_points(self, transaction_ids: Sequence[int], account_ids: Sequence[int]) -> dict[int, int]:

@@ -333,6 +333,42 @@ def test_both_members_see_the_transfer_in_their_activity(network: Network, house
     assert [item.kind for item in shop_view.items] == ["EARN"]  # a partner sees its own share: no transfers
 
 
+def test_a_return_takes_transferred_points_back_from_the_recipient_as_far_as_they_are_free(
+    network: Network, households: Households
+) -> None:
+    shop = network.partner()
+    network.clock.set(ENROLLED)
+    sender, recipient = phone(), phone()
+    network.earn(shop, sender, 500, receipt="R-gift")
+    network.earn(shop, recipient, 20)
+    network.clock.set(FORMED)
+    form(households, sender, recipient)
+    network.clock.set(TRANSFER_TIME)
+    send(households, sender, recipient, 500)
+    hold = network.checkout.hold_points(shop.ref, request_key().key, HoldCommand(recipient, 150, 600, "EUR")).result
+
+    returned = network.return_purchase(shop, "R-gift")
+
+    # The recipient's 520 less the 150 an open hold reserves: 370 come back from them, 130 are owed.
+    assert (returned.points_reversed, returned.debt_created_points) == (500, 130)
+    sender_balance = network.checkout.get_balance(shop.ref, sender)
+    assert (sender_balance.available_points, sender_balance.debt_points) == (0, 130)
+    balance = network.checkout.get_balance(shop.ref, recipient)
+    assert (balance.available_points, balance.held_points, balance.debt_points) == (0, 150, 0)
+    network.checkout.release_hold(shop.ref, request_key().key, ReleaseCommand(hold.hold_id))
+    assert available(network, shop, recipient) == 150
+    # Both see the return in their activity, with the points it took from each (the sender's: owed).
+    settings = MemberReadSettings(identifier_pepper=SETTINGS.identifier_pepper, held_points=held_points)
+    for member, points in ((sender, -130), (recipient, -370)):
+        page = list_member_activity(
+            network.uow, settings, OPERATOR_STAFF, member, member_consent=False,
+            filters=ActivityFilter(kinds=("EARN_REVERSAL",)), page_size=10, page_token="",
+        ).page  # fmt: skip
+        assert [(item.transaction_id, item.partner_code, item.points, item.receipt_id) for item in page.items] == [
+            (returned.reversal_transaction_id, shop.code, points, "R-gift")
+        ]
+
+
 def test_the_liability_report_counts_transferred_points_once(network: Network, households: Households) -> None:
     issuer = network.partner(Billing.ON_REDEMPTION)
     sender, recipient = family(network, households, issuer, 1_000, 0)

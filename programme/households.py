@@ -11,7 +11,9 @@ between members who have both dealt with it (any other member looks unknown, as 
 A transfer is one TRANSFER journal transaction (ledger/posting.py ``Ledger.transfer``) taking the
 sender's available points, first to expire first and never held ones, into new lots of the recipient
 with the same issuer and expiry; its point_transfers row is what the limits count. The limits are
-checked under both members' locks, so concurrent transfers cannot slip past them together.
+checked under both members' locks, so concurrent transfers cannot slip past them together. A return
+of the purchase the points were earned on takes them back from the recipient while they are unspent
+(``Ledger.reverse_earn``).
 """
 
 from __future__ import annotations

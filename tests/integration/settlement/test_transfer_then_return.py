@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterator
+from datetime import timedelta
 
 import pytest
 
@@ -22,6 +23,7 @@ from members.identifiers import MemberIdentifier
 from partners.rates import Billing
 from programme.expiry import expire_lapsed_points
 from programme.households import Households, TransferCommand
+from programme.partner_programme import PartnerProgramme, PromotionCommand
 from programme.visibility import OPERATOR_STAFF
 from server.app import held_points
 from settlement.netting import LineType
@@ -201,3 +203,27 @@ def test_transferred_points_that_lapsed_before_the_return_count_as_taken_back(
     assert position(network, store, sender) == (0, 0)
     found = close_all(network)[store.code]
     assert found == ({LineType.ISSUANCE: 500, LineType.BREAKAGE: 500}, 0)
+
+
+def test_a_promotions_bonus_points_are_taken_back_from_the_household_member_too(
+    network: Network, households: Households
+) -> None:
+    store = network.partner(Billing.ON_REDEMPTION, issuance_price="0.012")
+    now = network.clock.now()
+    PartnerProgramme(network.uow).create_promotion(
+        request_key(), store.ref.partner_id, PromotionCommand("Half again", 50, now, now + timedelta(days=30))
+    )
+    sender, recipient, receipt = phone(), phone(), new_receipt()
+    network.earn(store, sender, 200, receipt=receipt)  # +100 of the promotion: a lot of its own, the store's
+    network.earn(store, recipient, 0)
+    form(households, network, sender, recipient)
+    network.clock.set(utc("2026-02-17T10:00:00"))
+    send(households, sender, recipient, 300)  # both lots
+    network.clock.set(utc("2026-03-05T10:00:00"))
+
+    returned = network.return_purchase(store, receipt)
+
+    assert (returned.points_reversed, returned.bonus_points_reversed, returned.debt_created_points) == (200, 100, 0)
+    assert (position(network, store, sender), position(network, store, recipient)) == ((0, 0), (0, 0))
+    found = close_all(network)[store.code]
+    assert found == ({LineType.ISSUANCE: 300, LineType.ISSUANCE_REVERSAL: 300}, 0)

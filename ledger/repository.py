@@ -397,10 +397,11 @@ class LedgerRepository:
         return locked
 
     def _holders(self, lot_ids: list[int]) -> set[int]:
+        """Members with a lot made of these lots' points, spent or not: a refund may yet give it points back."""
         if not lot_ids:
             return set()
-        query = select(lots.c.member_id).where(lots.c.origin_lot_id.in_(lot_ids), lots.c.remaining_points > 0)
-        return {int(member) for member in self.connection.execute(query.distinct()).scalars()}
+        query = select(lots.c.member_id).where(lots.c.origin_lot_id.in_(lot_ids)).distinct()
+        return {int(member) for member in self.connection.execute(query).scalars()}
 
     def lost_unspent(self, earn_transaction_id: int, lot_id: int, shares_reversed_before: int) -> int:
         """Points of an earn's own lot, and of the lots its points were transferred into, that lapsed or

@@ -369,6 +369,34 @@ def test_a_return_takes_transferred_points_back_from_the_recipient_as_far_as_the
         ]
 
 
+def test_returns_of_two_members_holding_each_others_points_run_concurrently(
+    network: Network, households: Households
+) -> None:
+    shop = network.partner()
+    network.clock.set(ENROLLED)
+    a, b = phone(), phone()
+    network.earn(shop, a, 300, receipt="R-a")
+    network.earn(shop, b, 200, receipt="R-b")
+    network.clock.set(FORMED)
+    form(households, a, b)
+    network.clock.set(TRANSFER_TIME)
+    send(households, a, b, 300)
+    send(households, b, a, 500)  # b's own 200 and the 300 from a: a holds both purchases' points now
+    results: dict[str, tuple[int, int]] = {}
+
+    def give_back(receipt: str) -> None:
+        returned = network.return_purchase(shop, receipt)
+        results[receipt] = (returned.points_reversed, returned.debt_created_points)
+
+    threads = [threading.Thread(target=give_back, args=(receipt,)) for receipt in ("R-a", "R-b")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert results == {"R-a": (300, 0), "R-b": (200, 0)}
+    assert (available(network, shop, a), available(network, shop, b)) == (0, 0)
+
+
 def test_the_liability_report_counts_transferred_points_once(network: Network, households: Households) -> None:
     issuer = network.partner(Billing.ON_REDEMPTION)
     sender, recipient = family(network, households, issuer, 1_000, 0)

@@ -260,7 +260,7 @@ class _Step:
         lot_ids = purchase_lot_ids(self.ledger_records, transaction.merchant_earn_transaction_id)
         if transaction.bank_earn_transaction_id is not None:
             lot_ids += purchase_lot_ids(self.ledger_records, transaction.bank_earn_transaction_id)
-        self.ledger_records.lock_with_holders(transaction.member_id, lot_ids)
+        self.ledger_records.lock_with_recipients(transaction.member_id, lot_ids)
         for earn_id, points, issuer in lots:
             take = points_to_reverse(points, transaction.cleared_minor, transaction.reversed_minor, after)
             if earn_id is None or take <= 0:

@@ -23,7 +23,7 @@ def return_purchase(session: CheckoutSession, partner: PartnerRef, command: Retu
         raise PurchaseNotFound("no purchase with that receipt", receipt_id=command.receipt_id)
     # The member, and whoever holds points of the purchase a transfer gave them: a return takes those back.
     lot_ids = purchase_lot_ids(session.ledger_records, found.earn_transaction_id)
-    accounts = session.ledger_records.lock_with_holders(member.id, lot_ids)[member.id]
+    accounts = session.ledger_records.lock_with_recipients(member.id, lot_ids)[member.id]
     purchase = session.records.purchase_for_update(partner.partner_id, command.receipt_id)
     assert purchase is not None
     returned_total = purchase.returned_minor + _returned_amount(purchase, command)
@@ -43,7 +43,7 @@ def return_purchase(session: CheckoutSession, partner: PartnerRef, command: Retu
         bonuses = take_back_purchase_bonuses(
             session.ledger, accounts, earn_transaction_id=purchase.earn_transaction_id,
             returned_minor_total=returned_total, total_minor=purchase.total_minor,
-            held_points=lambda holder: session.records.held_points(holder, session.now),
+            held_points=lambda member_id: session.records.held_points(member_id, session.now),
             business_time=session.business_time,
         )  # fmt: skip
         refresh_after_return(session.connection, member.id, session.policy().tiers, session.now)
@@ -148,6 +148,6 @@ def _reverse(
     posting = _posting("EARN_REVERSAL", session, member, purchase, purchase.earn_transaction_id)
     posted, debt = session.ledger.reverse_earn(
         accounts, posting, points, issuer_partner_id=purchase.partner_id, earn_lot_id=earn_lot_id,
-        held_points=lambda holder: session.records.held_points(holder, session.now),
+        held_points=lambda member_id: session.records.held_points(member_id, session.now),
     )  # fmt: skip
     return posted.public_id, debt

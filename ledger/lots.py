@@ -42,40 +42,40 @@ def plan_consumption(lots: list[LotBalance], points: int, now: datetime) -> list
 
 
 @dataclass(frozen=True)
-class HeldLot:
-    """A lot and the member who holds it."""
+class MemberLot:
+    """A lot and the member it belongs to (its owner; nothing to do with holds)."""
 
     member_id: int
     lot: LotBalance
 
 
 def plan_take_back(
-    family: list[HeldLot], others: list[LotBalance], member_id: int, points: int, budgets: dict[int, int],
+    family: list[MemberLot], others: list[LotBalance], member_id: int, points: int, budgets: dict[int, int],
     now: datetime,
 ) -> list[tuple[int, int, int]]:  # fmt: skip
     """(member_id, lot_id, points) a reversal of ``points`` takes, up to ``points`` in all.
 
     First the lots the reversed points were credited into (``family``: the earn's own lot, then the
-    lots a transfer moved them into), whoever holds them now; then ``member_id``'s ``others``, in
+    lots a transfer moved them into), whoever owns them now; then ``member_id``'s ``others``, in
     consumption order. Points that cannot be spent now (pending, or lapsed before the expiry run got
     to them) are taken freely, since no hold can rest on them; spendable points only up to their
-    holder's budget (``budgets``: spendable less what open holds reserve), so a reversal never takes
+    owner's budget (``budgets``: spendable less what open holds reserve), so a reversal never takes
     points an open hold has reserved. What the plan does not cover is the reversed member's to owe.
     """
     left = dict(budgets)
     taken: list[tuple[int, int, int]] = []
     needed = points
-    for held in family:
-        lot, spendable = held.lot, held.lot.is_spendable(now)
-        room = min(lot.remaining_points, max(left.get(held.member_id, 0), 0)) if spendable else lot.remaining_points
+    for owned in family:
+        lot, owner, spendable = owned.lot, owned.member_id, owned.lot.is_spendable(now)
+        room = min(lot.remaining_points, max(left.get(owner, 0), 0)) if spendable else lot.remaining_points
         take = min(needed, room)
         if take <= 0:
             continue
-        taken.append((held.member_id, lot.lot_id, take))
+        taken.append((owner, lot.lot_id, take))
         needed -= take
         if spendable:
-            left[held.member_id] -= take
-    in_family = {held.lot.lot_id for held in family}
+            left[owner] -= take
+    in_family = {owned.lot.lot_id for owned in family}
     rest = [lot for lot in others if lot.lot_id not in in_family]
     budget = max(left.get(member_id, 0), 0)
     return taken + [(member_id, lot_id, take) for lot_id, take in plan_up_to(rest, min(needed, budget), now)]

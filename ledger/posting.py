@@ -9,7 +9,7 @@ from decimal import Decimal
 
 from common.ids import new_id
 from ledger.errors import RecipientHasDebt
-from ledger.lots import HeldLot, plan_take_back
+from ledger.lots import MemberLot, plan_take_back
 from ledger.repository import LedgerRepository, MemberAccounts
 
 DEBIT, CREDIT = "D", "C"
@@ -152,46 +152,46 @@ class Ledger:
         The earn's own lot goes first, then the lots its points were transferred into (a household
         member's, whose points account the posting debits: they hold points of a purchase that was
         returned), then the member's other lots (``plan_take_back``). Points that cannot be spent now
-        are taken freely; spendable ones only as far as each holder's open holds (``held_points``, by
+        are taken freely; spendable ones only as far as each owner's open holds (``held_points``, by
         member) leave them free. Returns the posting and the member's debt.
 
-        Holders of transferred points are locked here if the caller has not already (it should, with
-        ``LedgerRepository.lock_with_holders``, so that members are locked in id order).
+        Owners of transferred points are locked here if the caller has not already (it should, with
+        ``LedgerRepository.lock_with_recipients``, so that members are locked in id order).
         """
-        taken, holders = self._take_back_plan(member, earn_lot_id, points, held_points)
-        by_holder = {holder: sum(part for owner, _, part in taken if owner == holder) for holder in holders}
-        debt = points - sum(by_holder.values())
+        taken, owners = self._take_back_plan(member, earn_lot_id, points, held_points)
+        by_owner = {owner: sum(part for taker, _, part in taken if taker == owner) for owner in owners}
+        debt = points - sum(by_owner.values())
         issued_account = self.repository.account_id("PARTNER_ISSUED", _owner(issuer_partner_id))
         posted = self._post(
             posting,
             points,
-            [*((holders[holder].points_account_id, DEBIT, part) for holder, part in by_holder.items()),
+            [*((owners[owner].points_account_id, DEBIT, part) for owner, part in by_owner.items()),
              (member.debt_account_id, DEBIT, debt), (issued_account, CREDIT, points)],
         )  # fmt: skip
         self.repository.change_lots([(lot_id, -part) for _, lot_id, part in taken])
         self._movements(posted, "REVERSED", [(lot_id, -part) for _, lot_id, part in taken])
-        self.repository.change_member_balance(member.member_id, -by_holder[member.member_id], debt)
-        for holder, part in by_holder.items():
-            if holder != member.member_id and part > 0:
-                self.repository.change_member_balance(holder, -part, 0)
+        self.repository.change_member_balance(member.member_id, -by_owner[member.member_id], debt)
+        for owner, part in by_owner.items():
+            if owner != member.member_id and part > 0:
+                self.repository.change_member_balance(owner, -part, 0)
         return posted, debt
 
     def _take_back_plan(
         self, member: MemberAccounts, earn_lot_id: int | None, points: int, held_points: Callable[[int], int]
     ) -> tuple[list[tuple[int, int, int]], dict[int, MemberAccounts]]:
-        """``plan_take_back`` on what the member and the holders of the earn lot's transferred points have
-        now; the holders' accounts (the member's among them), locked."""
+        """``plan_take_back`` on what the member and the owners of the earn lot's transferred points have
+        now; the owners' accounts (the member's among them), locked."""
         repository, now = self.repository, self.recorded_at
         lots = repository.lots_with_points(member.member_id)
-        family = [HeldLot(member.member_id, lot) for lot in lots if lot.lot_id == earn_lot_id]
+        family = [MemberLot(member.member_id, lot) for lot in lots if lot.lot_id == earn_lot_id]
         if earn_lot_id is not None:
             family += repository.transferred_lots(earn_lot_id)
-        others = {held.member_id for held in family} - {member.member_id}
-        holders = {member.member_id: member} | repository.lock_members(others)
+        others = {owned.member_id for owned in family} - {member.member_id}
+        owners = {member.member_id: member} | repository.lock_members(others)
         budgets = {other: repository.spendable(other, now, now) - held_points(other) for other in others}
         spendable = sum(lot.remaining_points for lot in lots if lot.is_spendable(now))
         budgets[member.member_id] = spendable - held_points(member.member_id)
-        return plan_take_back(family, lots, member.member_id, points, budgets, now), holders
+        return plan_take_back(family, lots, member.member_id, points, budgets, now), owners
 
     def expire(
         self, member: MemberAccounts, posting: Posting, lot_id: int, points: int, issuer_partner_id: int | None

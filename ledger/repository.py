@@ -15,7 +15,7 @@ from sqlalchemy.orm import aliased
 
 from common.db import table_of
 from common.sql import Prebuilt, insert_ignoring_conflict, inserted_id
-from ledger.lots import HeldLot, LotBalance
+from ledger.lots import LotBalance, MemberLot
 from ledger.models import JournalEntry, JournalTransaction, LedgerAccount, Lot, LotMovement, MemberBalance
 
 accounts = table_of(LedgerAccount)
@@ -372,31 +372,31 @@ class LedgerRepository:
         )
         return int(self.connection.execute(removed).scalar_one())
 
-    def transferred_lots(self, lot_id: int) -> list[HeldLot]:
+    def transferred_lots(self, lot_id: int) -> list[MemberLot]:
         """The lots holding points transferred out of ``lot_id`` (through any number of transfers) that
-        still have points, oldest first, with who holds them."""
+        still have points, oldest first, with the member each belongs to."""
         rows = self.connection.execute(_TRANSFERRED_LOTS, {"origin": lot_id})
-        return [HeldLot(int(row[0]), LotBalance(*row[1:])) for row in rows]
+        return [MemberLot(int(row[0]), LotBalance(*row[1:])) for row in rows]
 
-    def lock_with_holders(self, member_id: int, lot_ids: Iterable[int]) -> dict[int, MemberAccounts]:
-        """Locks the member and every member holding points transferred out of ``lot_ids`` (a return
-        takes those back too), all in ascending id order like ``lock_members``; their accounts by id.
+    def lock_with_recipients(self, member_id: int, lot_ids: Iterable[int]) -> dict[int, MemberAccounts]:
+        """Locks the member and every member a transfer gave points of ``lot_ids`` to (a return takes
+        those back too), all in ascending id order like ``lock_members``; their accounts by id.
 
-        The holders are read before they are locked, so a transfer onwards may add one meanwhile: it is
+        The recipients are read before they are locked, so a transfer onwards may add one meanwhile: it is
         locked next, until a read under the locks finds nobody new (any further transfer waits for them).
         """
         lot_ids = list(lot_ids)
         locked: dict[int, MemberAccounts] = {}
-        wanted = {member_id} | self._holders(lot_ids)
+        wanted = {member_id} | self._recipients(lot_ids)
         while missing := wanted - locked.keys():
-            if missing == {member_id}:  # the usual case: nobody holds the purchase's points but its member
+            if missing == {member_id}:  # the usual case: nobody but its member has the purchase's points
                 locked[member_id] = self.lock_member(member_id)
             else:
                 locked |= self.lock_members(missing)
-            wanted |= self._holders(lot_ids)
+            wanted |= self._recipients(lot_ids)
         return locked
 
-    def _holders(self, lot_ids: list[int]) -> set[int]:
+    def _recipients(self, lot_ids: list[int]) -> set[int]:
         """Members with a lot made of these lots' points, spent or not: a refund may yet give it points back."""
         if not lot_ids:
             return set()

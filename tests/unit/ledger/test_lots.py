@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ledger.lots import HeldLot, LotBalance, consumption_order, plan_consumption, plan_take_back, plan_up_to
+from ledger.lots import LotBalance, MemberLot, consumption_order, plan_consumption, plan_take_back, plan_up_to
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 DAY = timedelta(days=1)
@@ -175,7 +175,7 @@ BUYER, RECIPIENT, THIRD = 1, 2, 3
 
 
 def test_a_reversal_takes_its_own_lot_then_the_lots_its_points_went_to_then_the_members_others() -> None:
-    family = [HeldLot(BUYER, lot(10, 30)), HeldLot(RECIPIENT, lot(20, 40)), HeldLot(THIRD, lot(30, 50))]
+    family = [MemberLot(BUYER, lot(10, 30)), MemberLot(RECIPIENT, lot(20, 40)), MemberLot(THIRD, lot(30, 50))]
     others = [lot(11, 100, expires_in=DAY)]  # would go first by expiry, but is not the purchase's
     budgets = {BUYER: 1_000, RECIPIENT: 1_000, THIRD: 1_000}
 
@@ -188,16 +188,16 @@ def test_a_reversal_takes_its_own_lot_then_the_lots_its_points_went_to_then_the_
     assert plan_take_back(family, others, BUYER, 500, budgets, NOW)[-1] == (BUYER, 11, 100)  # the rest: debt
 
 
-def test_each_holder_gives_only_what_their_open_holds_leave_free() -> None:
+def test_each_owner_gives_only_what_their_open_holds_leave_free() -> None:
     pending = lot(10, 30, available_in=DAY)  # the buyer's own lot, not spendable yet: no hold rests on it
-    family = [HeldLot(BUYER, pending), HeldLot(RECIPIENT, lot(20, 40)), HeldLot(THIRD, lot(30, 50))]
+    family = [MemberLot(BUYER, pending), MemberLot(RECIPIENT, lot(20, 40)), MemberLot(THIRD, lot(30, 50))]
     budgets = {BUYER: 0, RECIPIENT: 25, THIRD: -10}  # below zero: holds reserve more than is spendable
 
     assert plan_take_back(family, [lot(11, 100)], BUYER, 200, budgets, NOW) == [(BUYER, 10, 30), (RECIPIENT, 20, 25)]
 
 
 def test_transferred_points_back_with_the_buyer_share_the_buyers_budget() -> None:
-    family = [HeldLot(BUYER, lot(10, 30)), HeldLot(RECIPIENT, lot(20, 40)), HeldLot(BUYER, lot(40, 20))]
+    family = [MemberLot(BUYER, lot(10, 30)), MemberLot(RECIPIENT, lot(20, 40)), MemberLot(BUYER, lot(40, 20))]
     others = [lot(11, 100), lot(40, 20)]  # the buyer's lots include the one given back to them
 
     assert plan_take_back(family, others, BUYER, 200, {BUYER: 45, RECIPIENT: 40}, NOW) == [
@@ -276,28 +276,28 @@ def test_plan_does_not_depend_on_the_input_order(lots: list[LotBalance], points:
 
 @PROPERTY
 @given(
-    lots=lot_lists(), holders=st.lists(st.sampled_from([BUYER, RECIPIENT, THIRD]), min_size=12, max_size=12),
+    lots=lot_lists(), owners=st.lists(st.sampled_from([BUYER, RECIPIENT, THIRD]), min_size=12, max_size=12),
     family_size=st.integers(0, 12), points=st.integers(0, 400),
     budgets=st.fixed_dictionaries({BUYER: st.integers(-50, 300), RECIPIENT: st.integers(-50, 300),
                                    THIRD: st.integers(-50, 300)}),
 )  # fmt: skip
 def test_a_take_back_stays_within_points_lots_and_budgets(
-    lots: list[LotBalance], holders: list[int], family_size: int, points: int, budgets: dict[int, int]
+    lots: list[LotBalance], owners: list[int], family_size: int, points: int, budgets: dict[int, int]
 ) -> None:
-    family = [HeldLot(holder, item) for holder, item in zip(holders, lots[:family_size], strict=False)]
+    family = [MemberLot(owner, item) for owner, item in zip(owners, lots[:family_size], strict=False)]
     others = lots[family_size:]
     plan = plan_take_back(family, others, BUYER, points, budgets, NOW)
 
     by_id = {item.lot_id: item for item in lots}
-    holder_of = {held.lot.lot_id: held.member_id for held in family} | {item.lot_id: BUYER for item in others}
+    owner_of = {owned.lot.lot_id: owned.member_id for owned in family} | {item.lot_id: BUYER for item in others}
     assert sum(part for _, _, part in plan) <= points
     assert len({lot_id for _, lot_id, _ in plan}) == len(plan)
     for member, lot_id, part in plan:
-        assert holder_of[lot_id] == member and 0 < part <= by_id[lot_id].remaining_points
-        assert lot_id in {held.lot.lot_id for held in family} or by_id[lot_id].is_spendable(NOW)
+        assert owner_of[lot_id] == member and 0 < part <= by_id[lot_id].remaining_points
+        assert lot_id in {owned.lot.lot_id for owned in family} or by_id[lot_id].is_spendable(NOW)
     for member, budget in budgets.items():
-        spent = sum(part for holder, lot_id, part in plan if holder == member and by_id[lot_id].is_spendable(NOW))
+        spent = sum(part for owner, lot_id, part in plan if owner == member and by_id[lot_id].is_spendable(NOW))
         assert spent <= max(budget, 0)
-    free = sum(item.remaining_points for item in (held.lot for held in family) if not item.is_spendable(NOW))
+    free = sum(item.remaining_points for item in (owned.lot for owned in family) if not item.is_spendable(NOW))
     if points <= free:  # what no hold can rest on always comes back in full
         assert sum(part for _, _, part in plan) == points

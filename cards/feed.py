@@ -30,7 +30,7 @@ from common.uow import UnitOfWork
 from ledger.posting import Ledger, NewLot, Posted, Posting
 from ledger.repository import LedgerRepository, MemberAccounts
 from members.repository import MemberRepository
-from programme.bonuses import purchase_lot_ids, take_back_purchase_bonuses
+from programme.bonuses import lock_for_return, take_back_purchase_bonuses
 from programme.services import policy_in_force
 from programme.tiers import refresh_after_return, tier_bonus_on_earn
 
@@ -256,11 +256,8 @@ class _Step:
             (transaction.merchant_earn_transaction_id, transaction.merchant_points, transaction.merchant_partner_id),
             (transaction.bank_earn_transaction_id, transaction.bank_points, self.issuer),
         )
-        # The member, and whoever holds points of the purchase a transfer gave them: those are taken back too.
-        lot_ids = purchase_lot_ids(self.ledger_records, transaction.merchant_earn_transaction_id)
-        if transaction.bank_earn_transaction_id is not None:
-            lot_ids += purchase_lot_ids(self.ledger_records, transaction.bank_earn_transaction_id)
-        self.ledger_records.lock_with_recipients(transaction.member_id, lot_ids)
+        earns = [earn_id for earn_id, _, _ in lots if earn_id is not None]
+        lock_for_return(self.ledger_records, transaction.member_id, earns)
         for earn_id, points, issuer in lots:
             take = points_to_reverse(points, transaction.cleared_minor, transaction.reversed_minor, after)
             if earn_id is None or take <= 0:

@@ -10,7 +10,7 @@ from ledger.posting import Posting
 from ledger.repository import MemberAccounts
 from members.repository import MemberRow
 from partners.rates import proportional_points
-from programme.bonuses import BonusTakeBack, purchase_lot_ids, take_back_purchase_bonuses
+from programme.bonuses import BonusTakeBack, lock_for_return, take_back_purchase_bonuses
 from programme.tiers import refresh_after_return, withdraw_qualifying_points
 
 
@@ -21,9 +21,8 @@ def return_purchase(session: CheckoutSession, partner: PartnerRef, command: Retu
     member = session.members.find_by_id(found.member_id) if found else None
     if found is None or member is None:
         raise PurchaseNotFound("no purchase with that receipt", receipt_id=command.receipt_id)
-    # The member, and whoever holds points of the purchase a transfer gave them: a return takes those back.
-    lot_ids = purchase_lot_ids(session.ledger_records, found.earn_transaction_id)
-    accounts = session.ledger_records.lock_with_recipients(member.id, lot_ids)[member.id]
+    earns = [] if found.earn_transaction_id is None else [found.earn_transaction_id]
+    accounts = lock_for_return(session.ledger_records, member.id, earns)[member.id]
     purchase = session.records.purchase_for_update(partner.partner_id, command.receipt_id)
     assert purchase is not None
     returned_total = purchase.returned_minor + _returned_amount(purchase, command)

@@ -9,7 +9,7 @@ from decimal import Decimal
 
 from common.ids import new_id
 from ledger.errors import RecipientHasDebt
-from ledger.lots import MemberLot, plan_take_back
+from ledger.lots import plan_take_back
 from ledger.repository import LedgerRepository, MemberAccounts
 
 DEBIT, CREDIT = "D", "C"
@@ -155,8 +155,10 @@ class Ledger:
         are taken freely; spendable ones only as far as each owner's open holds (``held_points``, by
         member) leave them free. Returns the posting and the member's debt.
 
-        Owners of transferred points are locked here if the caller has not already (it should, with
-        ``LedgerRepository.lock_with_recipients``, so that members are locked in id order).
+        The caller has locked the member and the owners of the earn's transferred points already
+        (``LedgerRepository.lock_with_recipients``: in member id order, before anything is read), so
+        the lots read here stay as they are until the posting; locking the owners again here only
+        reads their accounts.
         """
         taken, owners = self._take_back_plan(member, earn_lot_id, points, held_points)
         by_owner = {owner: sum(part for taker, _, part in taken if taker == owner) for owner in owners}
@@ -182,10 +184,7 @@ class Ledger:
         """``plan_take_back`` on what the member and the owners of the earn lot's transferred points have
         now; the owners' accounts (the member's among them), locked."""
         repository, now = self.repository, self.recorded_at
-        lots = repository.lots_with_points(member.member_id)
-        family = [MemberLot(member.member_id, lot) for lot in lots if lot.lot_id == earn_lot_id]
-        if earn_lot_id is not None:
-            family += repository.transferred_lots(earn_lot_id)
+        lots, family = repository.lots_to_take_back(member.member_id, earn_lot_id)
         others = {owned.member_id for owned in family} - {member.member_id}
         owners = {member.member_id: member} | repository.lock_members(others)
         budgets = {other: repository.spendable(other, now, now) - held_points(other) for other in others}

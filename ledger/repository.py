@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -113,10 +113,13 @@ _LOST = (
     .where(_MOVED_ON.c.origin_lot_id == lots.c.id, movements.c.kind.in_(_LOST_KINDS))
     .scalar_subquery()
 )
-_TRANSFERRED_LOTS = (
-    select(lots.c.member_id, lots.c.id, lots.c.remaining_points, lots.c.earned_at, lots.c.available_at,
-           lots.c.expires_at)
-    .where(lots.c.origin_lot_id == bindparam("origin"), lots.c.remaining_points > 0)
+# What a reversal of an earn may take back, in one statement: the member's lots, and the lots a
+# transfer made of the earn's lot, whoever owns them.
+_LOTS_TO_TAKE_BACK = Prebuilt(
+    select(lots.c.member_id, lots.c.origin_lot_id, lots.c.id, lots.c.remaining_points, lots.c.earned_at,
+           lots.c.available_at, lots.c.expires_at)
+    .where(or_(lots.c.member_id == bindparam("member"), lots.c.origin_lot_id == bindparam("origin")),
+           lots.c.remaining_points > 0)
     .order_by(lots.c.id)
 )  # fmt: skip
 _EARN_LOT = select(
@@ -372,36 +375,34 @@ class LedgerRepository:
         )
         return int(self.connection.execute(removed).scalar_one())
 
-    def transferred_lots(self, lot_id: int) -> list[MemberLot]:
-        """The lots holding points transferred out of ``lot_id`` (through any number of transfers) that
-        still have points, oldest first, with the member each belongs to."""
-        rows = self.connection.execute(_TRANSFERRED_LOTS, {"origin": lot_id})
-        return [MemberLot(int(row[0]), LotBalance(*row[1:])) for row in rows]
+    def lots_to_take_back(self, member_id: int, earn_lot_id: int | None) -> tuple[list[LotBalance], list[MemberLot]]:
+        """The member's lots with points, and the lots with points that hold ``earn_lot_id``'s: the lot
+        itself, then those transfers moved its points into (through any number of transfers), whoever
+        owns them, oldest first."""
+        rows = _LOTS_TO_TAKE_BACK.rows(self.connection, {"member": member_id, "origin": earn_lot_id})
+        members_lots = [LotBalance(*row[2:]) for row in rows if row[0] == member_id]
+        family = [MemberLot(int(row[0]), LotBalance(*row[2:])) for row in rows
+                  if earn_lot_id is not None and earn_lot_id in (row[1], row[2])]  # fmt: skip
+        return members_lots, family
 
-    def lock_with_recipients(self, member_id: int, lot_ids: Iterable[int]) -> dict[int, MemberAccounts]:
-        """Locks the member and every member a transfer gave points of ``lot_ids`` to (a return takes
-        those back too), all in ascending id order like ``lock_members``; their accounts by id.
+    def lock_with_recipients(self, member_id: int, recipients: Callable[[], set[int]]) -> dict[int, MemberAccounts]:
+        """Locks the member and the members ``recipients`` names (those a transfer gave points of the
+        member's to that a return takes back), all in ascending id order like ``lock_members``; their
+        accounts by id.
 
-        The recipients are read before they are locked, so a transfer onwards may add one meanwhile: it is
-        locked next, until a read under the locks finds nobody new (any further transfer waits for them).
+        The recipients are read before they are locked, so a transfer meanwhile may add one (from the
+        member, or onwards): it is locked next, until a read under the locks finds nobody new (any
+        further transfer waits for them).
         """
-        lot_ids = list(lot_ids)
         locked: dict[int, MemberAccounts] = {}
-        wanted = {member_id} | self._recipients(lot_ids)
+        wanted = {member_id} | recipients()
         while missing := wanted - locked.keys():
-            if missing == {member_id}:  # the usual case: nobody but its member has the purchase's points
+            if missing == {member_id}:  # the usual case: nobody but the member has the points
                 locked[member_id] = self.lock_member(member_id)
             else:
                 locked |= self.lock_members(missing)
-            wanted |= self._recipients(lot_ids)
+            wanted |= recipients()
         return locked
-
-    def _recipients(self, lot_ids: list[int]) -> set[int]:
-        """Members with a lot made of these lots' points, spent or not: a refund may yet give it points back."""
-        if not lot_ids:
-            return set()
-        query = select(lots.c.member_id).where(lots.c.origin_lot_id.in_(lot_ids)).distinct()
-        return {int(member) for member in self.connection.execute(query).scalars()}
 
     def lost_unspent(self, earn_transaction_id: int, lot_id: int, shares_reversed_before: int) -> int:
         """Points of an earn's own lot, and of the lots its points were transferred into, that lapsed or

@@ -17,11 +17,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import BindParameter, Connection, bindparam, func, select, union_all
+from sqlalchemy.orm import aliased
 
 from common.db import table_of
 from ledger.posting import Ledger, NewLot, Posting
-from ledger.repository import LedgerRepository, MemberAccounts, transactions
+from ledger.repository import LedgerRepository, MemberAccounts, lots, transactions
 from partners.rates import ContractVersionView, proportional_points
 from programme.models import BonusAward
 from programme.policy import NetworkPolicy, add_months
@@ -32,6 +33,24 @@ TIER, SIGN_UP, ACTIVITY, PROMOTION, REFERRAL = "TIER", "SIGN_UP", "ACTIVITY", "P
 # Bonuses a return of the purchase takes back with its points. A referral bonus stays: it rewards
 # bringing a member in, and the referrer's share is another member's points.
 RETURNABLE_KINDS = (TIER, PROMOTION)
+
+# Members owning a lot a transfer made of a purchase's points, from its earns' lots or from the lots of the
+# bonuses that rode on them (a return takes both back). One statement, run before and after the locks;
+# the credits are a union, not an OR, so that each finds its lot by index (an OR read every lot).
+_EARNS: BindParameter[int] = bindparam("earns", expanding=True)
+_CREDITS = union_all(
+    select(transactions.c.id).where(transactions.c.id.in_(_EARNS)),
+    select(bonus_awards.c.transaction_id).where(
+        bonus_awards.c.earn_transaction_id.in_(_EARNS), bonus_awards.c.bonus_kind.in_(RETURNABLE_KINDS)
+    ),
+)
+_ORIGIN = aliased(lots, name="origin")
+_RECIPIENTS = (
+    select(lots.c.member_id)
+    .distinct()
+    .join(_ORIGIN, _ORIGIN.c.id == lots.c.origin_lot_id)
+    .where(_ORIGIN.c.source_transaction_id.in_(_CREDITS))
+)
 
 
 @dataclass(frozen=True)
@@ -138,14 +157,20 @@ def take_back_purchase_bonuses(
     return BonusTakeBack(taken + debt, debt)
 
 
-def purchase_lot_ids(repository: LedgerRepository, earn_transaction_id: int | None) -> list[int]:
-    """The lots a return of the purchase takes points back from: its earn's and its returnable bonuses'."""
-    if earn_transaction_id is None:
-        return []
-    found = [repository.lot_of_transaction(earn_transaction_id)]
-    found += [repository.lot_of_transaction(bonus.transaction_id) for bonus in _purchase_bonuses(
-        repository, earn_transaction_id)]  # fmt: skip
-    return [lot_id for lot_id in found if lot_id is not None]
+def lock_for_return(
+    repository: LedgerRepository, member_id: int, earn_transaction_ids: list[int]
+) -> dict[int, MemberAccounts]:
+    """Locks the member and every member a household transfer gave points of the purchase to (points of
+    its earns' lots or of their returnable bonuses' lots, spent or not), in member id order: a return
+    takes those points back from whoever has them. Their accounts by member id."""
+
+    def recipients() -> set[int]:
+        if not earn_transaction_ids:
+            return set()
+        found = repository.connection.execute(_RECIPIENTS, {"earns": earn_transaction_ids}).scalars()
+        return {int(member) for member in found}
+
+    return repository.lock_with_recipients(member_id, recipients)
 
 
 @dataclass(frozen=True)

@@ -2,9 +2,9 @@
 
 The rules are the item-by-item path's (feed.py), applied in arrival order; only the database work is
 grouped: a dozen statements for a batch instead of a dozen per item. An item this path does not
-decide alone (any rejection, a reversal that would reach beyond its own lot, a lot that lost points)
-stops it there: what came before is written, and the feed applies that item on its own, after which
-a new batch reads the database again for the rest.
+decide alone (any rejection, a reversal that would reach beyond its own lot, a lot that lost points,
+a purchase with a tier bonus to take back) stops it there: what came before is written, and the feed
+applies that item on its own, after which a new batch reads the database again for the rest.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from common.ids import new_id
 from common.sql import pipelined
 from ledger.posting import CREDIT, DEBIT
 from ledger.repository import LedgerRepository, MemberAccounts
+from programme.bonuses import earns_with_returnable_bonuses
 
 Row = dict[str, Any]
 _Key = tuple[str, str, str]  # bank transaction id, item type, item id
@@ -117,6 +118,7 @@ class CardBatch:
         self.ever_waiting: set[str] = set()
         self.issued_accounts: dict[int, int] = {}  # PARTNER_ISSUED account by partner
         self.token_hashes: dict[str, str | None] = {}  # lookup hash by card token (None: not a valid token)
+        self.earns_with_bonuses: set[int] = set()  # earns whose bonuses a reversal takes back (the item path)
 
     def apply(self, items: Sequence[CardItemCommand]) -> list[CardItemResult]:
         """Results of the items this batch decides, from the first on: it stops before the first it does not."""
@@ -167,6 +169,8 @@ class CardBatch:
         for earn_id, lot in self.ledger.earn_lots(earn_ids).items():
             state.lots[earn_id] = _Lot(lot.lot_id, lot.member_id, lot.remaining_points, lot.available_at,
                                        lot.expires_at, lot.contract_version_id, lot.lost_points)  # fmt: skip
+        if is_reversing:  # bonuses a tier programme gave when the purchase cleared, whatever it gives today
+            self.earns_with_bonuses = earns_with_returnable_bonuses(self.connection, earn_ids)
 
     def _token_hash(self, item: CardItemCommand) -> str | None:
         # Asked when reading and again when applying, and a card buys again and again: an HMAC each.
@@ -281,6 +285,8 @@ class CardBatch:
                 f"reversals would total {after}, more than the {cleared_minor} cleared",
                 remaining_minor=cleared_minor - reversed_minor,
             )
+        if transaction["merchant_earn_transaction_id"] in self.earns_with_bonuses:
+            raise _ItemPath  # its bonuses go back with its points: take_back_purchase_bonuses
         reversed_points = 0
         lots = (
             (transaction["merchant_earn_transaction_id"], transaction["merchant_points"],

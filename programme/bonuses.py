@@ -198,6 +198,21 @@ def _purchase_bonuses(repository: LedgerRepository, earn_transaction_id: int) ->
     return [_PurchaseBonus(int(row[0]), int(row[1]), row[2], row[3], row[4]) for row in rows]
 
 
+def earns_with_returnable_bonuses(connection: Connection, earn_transaction_ids: list[int]) -> set[int]:
+    """Which of these earns carry a bonus that a return takes back with their points."""
+    if not earn_transaction_ids:
+        return set()
+    found = connection.execute(
+        select(bonus_awards.c.earn_transaction_id)
+        .distinct()
+        .where(
+            bonus_awards.c.earn_transaction_id.in_(earn_transaction_ids),
+            bonus_awards.c.bonus_kind.in_(RETURNABLE_KINDS),
+        )
+    ).scalars()
+    return {int(earn) for earn in found}
+
+
 def bonuses_of_earn(connection: Connection, earn_transaction_id: int) -> list[AwardedBonus]:
     """The bonuses that rode on a purchase's earn, as an idempotent replay of the earn reports them."""
     rows = connection.execute(

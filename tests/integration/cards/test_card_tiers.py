@@ -72,3 +72,22 @@ def test_a_card_purchase_at_a_partner_earns_the_tier_bonus_and_a_refund_takes_it
     assert [(line.line_type, line.points) for line in merchant.lines if line.line_type == LineType.ISSUANCE] == [
         (LineType.ISSUANCE, 100)
     ]
+
+
+def test_a_refund_after_the_tier_programme_ended_still_takes_back_the_purchases_tier_bonus(cards: CardNetwork) -> None:
+    cards.clock.set(IN_MARCH)
+    assert cards.send(ItemType.CLEARING, "T1", 10_000, IN_MARCH).points_earned == 200
+    assert tier_bonus_points(cards) == 100
+    create_policy_version(cards.uow, request_key(), policy=NetworkPolicy(), effective_from=None, created_by="tests")
+    cards.clock.set(utc("2026-03-11T12:00:00"))  # no tiers any more: the feed applies items set-based again
+
+    refund = cards.send(ItemType.REFUND, "T1", 10_000, utc("2026-03-11T12:00:00"), item_id="R1")
+
+    assert (refund.status, refund.points_reversed) == (ItemStatus.APPLIED, 200)
+    # The bonus rode on the purchase: it goes with it, whatever the programme says today.
+    reversed_bonus = cards.scalar(
+        "SELECT COALESCE(SUM(r.points), 0) FROM journal_transactions r JOIN bonus_awards b "
+        "ON b.transaction_id = r.references_transaction_id WHERE r.kind = 'EARN_REVERSAL'"
+    )
+    assert int(reversed_bonus) == 100
+    assert cards.checkout.get_balance(cards.merchant.ref, cards.member).available_points == 0

@@ -15,7 +15,7 @@ from checkout.commands import HoldCommand, ReleaseCommand
 from common.errors import CoalitionError
 from common.idempotency import RequestKey
 from ledger.errors import InsufficientPoints, RecipientHasDebt
-from ledger.repository import lots, movements, transactions
+from ledger.repository import LedgerRepository, lots, movements, transactions
 from members.identifiers import MemberIdentifier
 from members.services import MemberNotFound
 from partners.rates import Billing
@@ -395,6 +395,49 @@ def test_returns_of_two_members_holding_each_others_points_run_concurrently(
         thread.join()
     assert results == {"R-a": (300, 0), "R-b": (200, 0)}
     assert (available(network, shop, a), available(network, shop, b)) == (0, 0)
+
+
+@pytest.mark.postgres_only
+def test_a_return_locks_a_member_given_the_points_while_it_waited_before_reading_their_lots(
+    network: Network, households: Households, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shop = network.partner()
+    network.clock.set(ENROLLED)
+    sender, recipient, third = phone(), phone(), phone()
+    network.earn(shop, sender, 300, receipt="R-moved")
+    for member in (recipient, third):
+        network.earn(shop, member, 0)
+    network.clock.set(FORMED)
+    form(households, sender, recipient, third)
+    network.clock.set(TRANSFER_TIME)
+    send(households, sender, recipient, 300)
+    third_id = int(network.scalar("SELECT id FROM members WHERE member_number = :n", n=number_of(network, shop, third)))
+    lock_members, lots_to_take_back = LedgerRepository.lock_members, LedgerRepository.lots_to_take_back
+    steps: list[str] = []
+
+    def transfer_first(repository: LedgerRepository, member_ids: Any) -> Any:
+        """The return has read who has the points, not yet locked them: the recipient passes them on."""
+        if threading.current_thread() is not threading.main_thread():
+            return lock_members(repository, member_ids)
+        if not steps:
+            worker = threading.Thread(target=lambda: send(households, recipient, third, 300))
+            worker.start()
+            worker.join()
+        steps.append("locks the third member" if third_id in set(member_ids) else "locks")
+        return lock_members(repository, member_ids)
+
+    def reading(repository: LedgerRepository, *arguments: Any) -> Any:
+        steps.append("reads the lots")
+        return lots_to_take_back(repository, *arguments)
+
+    monkeypatch.setattr(LedgerRepository, "lock_members", transfer_first)
+    monkeypatch.setattr(LedgerRepository, "lots_to_take_back", reading)
+    returned = network.return_purchase(shop, "R-moved")
+
+    # The third member's lot is read only under their lock, so nothing can spend it meanwhile.
+    assert steps.index("locks the third member") < steps.index("reads the lots")
+    assert (returned.points_reversed, returned.debt_created_points) == (300, 0)
+    assert [available(network, shop, member) for member in (sender, recipient, third)] == [0, 0, 0]
 
 
 def test_the_liability_report_counts_transferred_points_once(network: Network, households: Households) -> None:

@@ -227,3 +227,40 @@ def test_a_promotions_bonus_points_are_taken_back_from_the_household_member_too(
     assert (position(network, store, sender), position(network, store, recipient)) == ((0, 0), (0, 0))
     found = close_all(network)[store.code]
     assert found == ({LineType.ISSUANCE: 300, LineType.ISSUANCE_REVERSAL: 300}, 0)
+
+
+def test_points_given_back_to_the_buyer_are_still_the_purchases_own_lot(
+    network: Network, households: Households
+) -> None:
+    store = network.partner(Billing.ON_REDEMPTION, issuance_price="0.012")
+    other = network.partner(Billing.ON_REDEMPTION, issuance_price="0.011")
+    redeemer = network.partner(reimbursement_rate="0.010")
+    sender, recipient, receipt = phone(), phone(), new_receipt()
+    network.earn(store, sender, 500, receipt=receipt)
+    network.clock.set(utc("2026-01-06T10:00:00"))
+    network.earn(other, sender, 50)  # expires a day after the purchase's points
+    network.earn(redeemer, recipient, 0)
+    form(households, network, sender, recipient)
+    network.clock.set(utc("2026-02-17T10:00:00"))
+    send(households, sender, recipient, 500)
+    network.clock.set(utc("2026-02-18T10:00:00"))
+    send(households, recipient, sender, 300)  # back to the buyer, in a lot of theirs named after the purchase's
+    network.clock.set(utc("2026-03-02T10:00:00"))
+    network.redeem(redeemer, sender, 100)  # from the 300 given back: they expire first
+
+    first = network.return_purchase(store, receipt, returned_minor=10_000)
+    second = network.return_purchase(store, receipt)
+
+    # The recipient's 200 go first, then the 200 the buyer has left of those given back; the other
+    # issuer's 50 cover part of the 100 the buyer spent, and the last 50 are owed.
+    assert [(first.points_reversed, first.debt_created_points), (second.points_reversed,
+            second.debt_created_points)] == [(100, 0), (400, 50)]  # fmt: skip
+    assert (position(network, store, sender), position(network, redeemer, recipient)) == ((0, 50), (0, 0))
+    found = close_all(network)
+    # The store is billed for the 100 the buyer spent and credited them back; nothing else of its moves.
+    assert found[store.code] == (
+        {LineType.ISSUANCE: 500, LineType.CONSUMPTION: 100, LineType.ISSUANCE_REVERSAL: 500,
+         LineType.CONSUMPTION_REVERSAL: 100},
+        0,
+    )  # fmt: skip
+    assert found[other.code] == ({LineType.ISSUANCE: 50, LineType.CONSUMPTION: 50}, -55)

@@ -150,7 +150,7 @@ class Ledger:
         """Takes back earned points; what the member cannot cover becomes an explicit debt.
 
         The earn's own lot goes first, then the lots its points were transferred into (a household
-        member's, whose points account the posting debits: they hold points of a purchase that was
+        member's, whose points account the posting debits: they have points of a purchase that was
         returned), then the member's other lots (``plan_take_back``). Points that cannot be spent now
         are taken freely; spendable ones only as far as each owner's open holds (``held_points``, by
         member) leave them free. Returns the posting and the member's debt.
@@ -161,7 +161,9 @@ class Ledger:
         reads their accounts.
         """
         taken, owners = self._take_back_plan(member, earn_lot_id, points, held_points)
-        by_owner = {owner: sum(part for taker, _, part in taken if taker == owner) for owner in owners}
+        by_owner = dict.fromkeys(owners, 0)
+        for owner, _, part in taken:
+            by_owner[owner] += part
         debt = points - sum(by_owner.values())
         issued_account = self.repository.account_id("PARTNER_ISSUED", _owner(issuer_partner_id))
         posted = self._post(

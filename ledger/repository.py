@@ -386,9 +386,9 @@ class LedgerRepository:
         return members_lots, family
 
     def lock_with_recipients(self, member_id: int, recipients: Callable[[], set[int]]) -> dict[int, MemberAccounts]:
-        """Locks the member and the members ``recipients`` names (those a transfer gave points of the
-        member's to that a return takes back), all in ascending id order like ``lock_members``; their
-        accounts by id.
+        """Locks the member and the members ``recipients`` names (whoever a transfer gave points that a
+        return takes back from them), all in ascending id order like ``lock_members``; their accounts by
+        id.
 
         The recipients are read before they are locked, so a transfer meanwhile may add one (from the
         member, or onwards): it is locked next, until a read under the locks finds nobody new (any

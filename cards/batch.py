@@ -27,7 +27,7 @@ from common.ids import new_id
 from common.sql import pipelined
 from ledger.posting import CREDIT, DEBIT
 from ledger.repository import LedgerRepository, MemberAccounts
-from programme.bonuses import earns_with_returnable_bonuses
+from programme.bonuses import earns_with_returnable_bonuses, purchase_recipients
 
 Row = dict[str, Any]
 _Key = tuple[str, str, str]  # bank transaction id, item type, item id
@@ -153,10 +153,14 @@ class CardBatch:
         member_ids += [row["member_id"] for row in state.transactions.values()]
         keys = [(item.bank_transaction_id, item.item_type.value, item.item_id) for item in items]
         is_new = any(key not in state.items for key in keys)
-        accounts = self.ledger.lock_members(member_ids) if is_new else {}  # replays change no member
         is_reversing = any(item.item_type.is_reversal for item in items) or any(
             row["status"] == ItemStatus.WAITING for row in state.items.values()
         )
+        earn_ids = [row[name] for row in state.transactions.values()
+                    for name in ("merchant_earn_transaction_id", "bank_earn_transaction_id") if row[name]]  # fmt: skip
+        if is_new and is_reversing:  # members given a purchase's points, which the item path takes back
+            member_ids += purchase_recipients(self.connection, earn_ids)
+        accounts = self.ledger.lock_members(member_ids) if is_new else {}  # replays change no member
         spendable: dict[int, int] = {}
         if is_reversing:  # a reversal never takes points an open hold has reserved: what is free to take
             spendable = self.ledger.spendable_by_member(list(accounts), self.now, self.now)
@@ -164,8 +168,6 @@ class CardBatch:
             spendable = {member: points - held[member] for member, points in spendable.items()}
         for member_id, found in accounts.items():
             state.members[member_id] = _Member(found, found.debt_points, spendable.get(member_id))
-        earn_ids = [row[name] for row in state.transactions.values()
-                    for name in ("merchant_earn_transaction_id", "bank_earn_transaction_id") if row[name]]  # fmt: skip
         for earn_id, lot in self.ledger.earn_lots(earn_ids).items():
             state.lots[earn_id] = _Lot(lot.lot_id, lot.member_id, lot.remaining_points, lot.available_at,
                                        lot.expires_at, lot.contract_version_id, lot.lost_points)  # fmt: skip

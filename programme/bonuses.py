@@ -160,17 +160,19 @@ def take_back_purchase_bonuses(
 def lock_for_return(
     repository: LedgerRepository, member_id: int, earn_transaction_ids: list[int]
 ) -> dict[int, MemberAccounts]:
-    """Locks the member and every member a household transfer gave points of the purchase to (points of
-    its earns' lots or of their returnable bonuses' lots, spent or not), in member id order: a return
-    takes those points back from whoever has them. Their accounts by member id."""
+    """Locks the member and every member a household transfer gave points of the purchase to
+    (``purchase_recipients``), in member id order: a return takes those points back from whoever has
+    them. Their accounts by member id."""
+    connection = repository.connection
+    return repository.lock_with_recipients(member_id, lambda: purchase_recipients(connection, earn_transaction_ids))
 
-    def recipients() -> set[int]:
-        if not earn_transaction_ids:
-            return set()
-        found = repository.connection.execute(_RECIPIENTS, {"earns": earn_transaction_ids}).scalars()
-        return {int(member) for member in found}
 
-    return repository.lock_with_recipients(member_id, recipients)
+def purchase_recipients(connection: Connection, earn_transaction_ids: list[int]) -> set[int]:
+    """Members a household transfer gave points of these earns' lots, or of their returnable bonuses'
+    lots, to (spent or not)."""
+    if not earn_transaction_ids:
+        return set()
+    return {int(member) for member in connection.execute(_RECIPIENTS, {"earns": earn_transaction_ids}).scalars()}
 
 
 @dataclass(frozen=True)

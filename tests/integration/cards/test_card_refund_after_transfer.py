@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from sqlalchemy import text
 
 from cards.commands import CardItemCommand, CardItemResult, ItemType, LinkCommand
 from cards.feed import CardFeed, CardSettings
@@ -17,6 +19,7 @@ from checkout.session import CheckoutSettings, PartnerRef
 from common.clock import ManualClock
 from common.idempotency import RequestKey
 from common.uow import UnitOfWork
+from ledger.repository import LedgerRepository, MemberAccounts
 from members.identifiers import MemberIdentifier
 from programme.goodwill import AdjustmentCommand, GoodwillDesk
 from programme.households import Households, TransferCommand
@@ -101,3 +104,36 @@ def test_transferred_points_support_deducted_count_as_taken_back_on_both_paths(h
     assert (rest.points_reversed, rest.debt_points) == (100, 0)
     assert household.position(household.cardholder) == (0, 0)
     assert_invariants(household.uow.engine)
+
+
+def test_a_batch_locks_the_household_member_given_the_points_with_its_own_members_in_one_go(
+    uow: UnitOfWork, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    household = Household(uow, clock, is_set_based=True)
+    household.send(ItemType.CLEARING, 10_000)
+    household.transfer(200)
+    number = household.checkout.get_balance(household.shop, household.recipient).member_number
+    query = text("SELECT id FROM members WHERE member_number = :n")
+    with uow.engine.connect() as connection:
+        recipient_id = connection.execute(query, {"n": number}).scalar_one()
+    lock_members, lock_member = LedgerRepository.lock_members, LedgerRepository.lock_member
+    locked: list[set[int]] = []
+
+    def recorded(repository: LedgerRepository, member_ids: Iterable[int]) -> dict[int, MemberAccounts]:
+        member_ids = list(member_ids)
+        locked.append(set(member_ids))
+        return lock_members(repository, member_ids)
+
+    def recorded_one(repository: LedgerRepository, member_id: int) -> MemberAccounts:
+        locked.append({member_id})
+        return lock_member(repository, member_id)
+
+    monkeypatch.setattr(LedgerRepository, "lock_members", recorded)
+    monkeypatch.setattr(LedgerRepository, "lock_member", recorded_one)
+    refunded = household.send(ItemType.REFUND, 10_000, "R1")
+
+    assert (refunded.points_reversed, refunded.debt_points) == (200, 0)
+    # The batch locks every member its items may touch in one statement, in id order, the recipient
+    # among them; the item path it hands the refund to locks nobody new, so nothing waits out of order.
+    first, *later = locked
+    assert recipient_id in first and all(members <= first for members in later)

@@ -1,7 +1,7 @@
 """Prebuilt statements (common/sql.py) behave as Connection.execute does: values, transactions, outages.
 
-On PostgreSQL they run straight on the psycopg cursor; these pin the behaviour a reviewer checked
-against SQLAlchemy's own path.
+On PostgreSQL they run straight on libpq (common/libpq.py), or on the psycopg cursor inside a pipeline;
+these pin the behaviour a reviewer checked against SQLAlchemy's own path.
 """
 
 from __future__ import annotations
@@ -9,9 +9,10 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from decimal import Decimal
 
 import pytest
-from sqlalchemy import Engine, bindparam, exc, select, text
+from sqlalchemy import BigInteger, Engine, Numeric, String, bindparam, cast, exc, literal_column, select, text
 
 from common.db import create_engine
 from common.idempotency import records
@@ -103,3 +104,50 @@ def test_many_rows_inserted_with_their_ids_in_order_and_the_sequence_moves_on(en
         found = connection.execute(select(accounts.c.id, accounts.c.kind).where(accounts.c.owner_id == owner))
         kinds = {row.id: row.kind for row in found if row.id in ids}
     assert kinds == dict(zip(ids, [row["kind"] for row in rows], strict=True))
+
+
+# --- on PostgreSQL, prebuilt statements run straight on libpq (common/libpq.py) ------------------------
+
+SAME_NAME_TWICE = Prebuilt(
+    select(bindparam("n", type_=BigInteger) + bindparam("n", type_=BigInteger), literal_column("'100%'").label("pct"))
+)
+# Read back as text: the psycopg dialect's Numeric result processor needs the column's type from a cursor.
+ANY_VALUE = Prebuilt(
+    select(cast(cast(bindparam("value", type_=Numeric(30, 6)), Numeric(30, 6)), String).label("value"))
+)
+
+
+def test_a_statement_prepared_in_a_rolled_back_transaction_still_runs(engine: Engine) -> None:
+    """Prepared statements outlive rollbacks, and nothing (psycopg included) deallocates them."""
+    with engine.connect() as connection:
+        assert FIND.first(connection, {"scope": "tests", "key": "none"}) is None
+        connection.rollback()
+        with pytest.raises(exc.IntegrityError):
+            INSERT.run(connection, record("same"))
+            INSERT.run(connection, record("same"))
+        connection.rollback()
+        savepoint = connection.begin_nested()
+        INSERT.run(connection, record(uuid.uuid4().hex))
+        savepoint.rollback()
+        assert FIND.first(connection, {"scope": "tests", "key": "none"}) is None
+        INSERT.run(connection, record("after"))
+        connection.commit()
+    with engine.connect() as connection:
+        assert FIND.first(connection, {"scope": "tests", "key": "after"}) is not None
+
+
+def test_a_parameter_used_twice_and_a_percent_sign_reach_the_database_as_written(engine: Engine) -> None:
+    with engine.connect() as connection:
+        assert SAME_NAME_TWICE.one(connection, {"n": 21}) == (42, "100%")
+
+
+@pytest.mark.postgres_only  # SQLite keeps a NUMERIC as a float
+@pytest.mark.parametrize(
+    "value", [None, 0, 7, 2**31, -(2**62), Decimal("0.000001"), Decimal("123456789012345678901234.5")]
+)
+def test_values_of_every_size_and_null_round_trip_through_one_statement(engine: Engine, value: object) -> None:
+    """A value's size or absence changes its parameter type, and with it the statement prepared for it."""
+    with engine.connect() as connection:
+        for _ in range(2):  # prepared on the first run, reused on the second
+            found = ANY_VALUE.scalar_one(connection, {"value": value})
+            assert (found if found is None else Decimal(found)) == value

@@ -11,7 +11,7 @@ from typing import Any, Generic, TypeVar
 
 from sqlalchemy import Connection, CursorResult, Dialect, Table
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import DBAPIError, MultipleResultsFound, NoResultFound
+from sqlalchemy.exc import DBAPIError, MultipleResultsFound, NoResultFound, StatementError
 from sqlalchemy.sql.base import Executable
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ClauseElement
@@ -200,7 +200,8 @@ class Prebuilt:
     def _raw(self, connection: Connection, parameters: Mapping[str, Any]) -> _RawResult:
         compiled = self._compiled_for(connection.dialect, parameters.keys())
         values = compiled.values(parameters)
-        with _driver_errors(connection, compiled.sql) as driver:
+        driver = _driver(connection)
+        try:  # not _driver_errors: a context manager costs a tenth of a statement here
             if libpq.applies(driver):
                 found = libpq.execute(driver, connection.connection.info, compiled.numbered, values)
                 return _RawResult(compiled.processed(found.rows), found.rowcount)
@@ -208,6 +209,8 @@ class Prebuilt:
                 cursor.execute(compiled.sql, values)
                 rows = [] if cursor.description is None else compiled.processed(cursor.fetchall())
                 return _RawResult(rows, cursor.rowcount)
+        except connection.dialect.loaded_dbapi.Error as error:
+            raise _as_sqlalchemy_error(connection, compiled.sql, error) from error
 
     def _compiled_for(self, dialect: Dialect, names: Iterable[str]) -> _CompiledStatement:
         parameter_names = frozenset(names)
@@ -281,24 +284,37 @@ def _on_driver(connection: Connection, sql: str, work: Callable[[Any], T]) -> T:
 def _driver_errors(connection: Connection, sql: str) -> Iterator[Any]:
     """The connection's psycopg connection, in SQLAlchemy's transaction; driver errors raised inside come
     out as SQLAlchemy's (IntegrityError, OperationalError...) exactly as Connection.execute raises them."""
-    dialect = connection.dialect
+    driver = _driver(connection)
+    try:
+        yield driver
+    except connection.dialect.loaded_dbapi.Error as error:
+        raise _as_sqlalchemy_error(connection, sql, error) from error
+
+
+def _driver(connection: Connection) -> Any:
+    """The psycopg connection under ``connection``, inside SQLAlchemy's transaction."""
     if not connection.in_transaction():
         connection.begin()  # as Connection.execute autobegins: else commit() would not commit these writes
     driver = connection.connection.driver_connection
     assert driver is not None, "the connection is closed"
-    try:
-        yield driver
-    except dialect.loaded_dbapi.Error as error:
-        is_disconnect = dialect.is_disconnect(error, connection.connection.dbapi_connection, None)
-        if is_disconnect:
-            # As SQLAlchemy does: the other pooled connections predate the outage too, so none is reused
-            # (each would fail one request after a database restart or failover).
-            connection.engine.dispose(close=False)
-            connection.invalidate(error)
-        raise DBAPIError.instance(
-            sql, None, error, dialect.loaded_dbapi.Error, hide_parameters=True,
-            connection_invalidated=is_disconnect, dialect=dialect,
-        ) from error  # fmt: skip
+    return driver
+
+
+def _as_sqlalchemy_error(connection: Connection, sql: str, error: Any) -> StatementError:
+    """A driver error as SQLAlchemy raises it (IntegrityError, OperationalError...), the connection
+    invalidated when it was lost."""
+    dialect = connection.dialect
+    is_disconnect = dialect.is_disconnect(error, connection.connection.dbapi_connection, None)
+    if is_disconnect:
+        # As SQLAlchemy does: the other pooled connections predate the outage too, so none is reused
+        # (each would fail one request after a database restart or failover).
+        connection.engine.dispose(close=False)
+        connection.invalidate(error)
+    translated: StatementError = DBAPIError.instance(
+        sql, None, error, dialect.loaded_dbapi.Error, hide_parameters=True,
+        connection_invalidated=is_disconnect, dialect=dialect,
+    )  # fmt: skip
+    return translated
 
 
 @contextmanager

@@ -32,6 +32,7 @@ from psycopg.adapt import PyFormat, Transformer
 from psycopg.errors import OperationalError, error_from_result
 
 _PLACEHOLDER = re.compile(r"%\(([^)]+)\)s|%%")
+_NUMBER = re.compile(rb"\$(\d+)")
 _STATE_KEY = "coalition.libpq"
 _DONE = (pq.ExecStatus.COMMAND_OK, pq.ExecStatus.TUPLES_OK)
 
@@ -56,6 +57,22 @@ class NumberedQuery:
             return f"${names.index(name) + 1}"
 
         return cls(_PLACEHOLDER.sub(number, sql).encode(), tuple(names))
+
+    def for_rows(self, count: int) -> NumberedQuery | None:
+        """This INSERT for ``count`` rows in one statement (``VALUES (...), (...)``), the parameters of row
+        ``i`` named ``name#i``; None unless the statement is a plain ``INSERT ... VALUES (...)``."""
+        head, values_clause, row = self.text.rpartition(b" VALUES (")
+        if not head.startswith(b"INSERT ") or not values_clause or not row.endswith(b")") or b"(" in row:
+            return None
+        if _NUMBER.findall(head) or len(_NUMBER.findall(row)) != len(self.names):
+            return None  # a parameter outside the row
+
+        def row_of(index: int) -> bytes:
+            offset = index * len(self.names)
+            return b"(" + _NUMBER.sub(lambda found: b"$%d" % (int(found.group(1)) + offset), row)
+
+        text = head + b" VALUES " + b", ".join(row_of(index) for index in range(count))
+        return NumberedQuery(text, tuple(f"{name}#{index}" for index in range(count) for name in self.names))
 
 
 @dataclass

@@ -6,7 +6,7 @@ import base64
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy import Connection, CursorResult, Dialect, Table
@@ -31,9 +31,9 @@ MAX_ID = 2**63 - 1  # the largest signed 64-bit integer, the largest id a table 
 DEFAULT_PAGE_SIZE = 50
 
 
-# A batch this small runs statement by statement on libpq: cheaper than the driver's executemany,
-# which opens a pipeline for it.
-_ONE_BY_ONE_MAX = 8
+# A batch this small runs on libpq, as one multi-row INSERT (or statement by statement): cheaper than
+# the driver's executemany, which opens a pipeline for it.
+_ONE_STATEMENT_MAX = 8
 
 _insert_ignoring: dict[tuple[str, str], Prebuilt] = {}
 
@@ -120,9 +120,16 @@ class Prebuilt:
         compiled = self._compiled_for(connection.dialect, rows[0].keys())
         values = [compiled.values(row) for row in rows]
         with _driver_errors(connection, compiled.sql) as driver:
-            if len(values) <= _ONE_BY_ONE_MAX and libpq.applies(driver):
-                for each in values:
-                    libpq.execute(driver, connection.connection.info, compiled.numbered, each)
+            if len(values) <= _ONE_STATEMENT_MAX and libpq.applies(driver):
+                together = compiled.for_rows(len(values))
+                if together is None:
+                    for each in values:
+                        libpq.execute(driver, connection.connection.info, compiled.numbered, each)
+                else:
+                    merged = {
+                        f"{name}#{index}": value for index, each in enumerate(values) for name, value in each.items()
+                    }
+                    libpq.execute(driver, connection.connection.info, together, merged)
                 return
             with driver.cursor() as cursor:
                 cursor.executemany(compiled.sql, values)
@@ -236,6 +243,13 @@ class _CompiledStatement:
     bind_processors: dict[str, Callable[[Any], Any]]
     result_processors: tuple[Callable[[Any], Any] | None, ...]
     numbered: libpq.NumberedQuery  # the SQL as libpq takes it (PostgreSQL)
+    _for_rows: dict[int, libpq.NumberedQuery | None] = field(default_factory=dict, compare=False)
+
+    def for_rows(self, count: int) -> libpq.NumberedQuery | None:
+        """This INSERT for ``count`` rows in one statement, if it is a plain INSERT ... VALUES."""
+        if count not in self._for_rows:
+            self._for_rows[count] = self.numbered.for_rows(count)
+        return self._for_rows[count]
 
     @classmethod
     def of(cls, statement: Executable, dialect: Dialect, names: frozenset[str]) -> _CompiledStatement:

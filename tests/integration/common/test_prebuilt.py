@@ -16,7 +16,7 @@ from sqlalchemy import BigInteger, Engine, Numeric, String, bindparam, cast, exc
 
 from common.db import create_engine
 from common.idempotency import records
-from common.sql import Prebuilt
+from common.sql import Prebuilt, insert_many_ignoring_conflict
 from ledger.repository import accounts
 
 INSERT = Prebuilt(records.insert())
@@ -151,3 +151,16 @@ def test_values_of_every_size_and_null_round_trip_through_one_statement(engine: 
         for _ in range(2):  # prepared on the first run, reused on the second
             found = ANY_VALUE.scalar_one(connection, {"value": value})
             assert (found if found is None else Decimal(found)) == value
+
+
+def test_a_small_batch_of_inserts_writes_every_row_with_its_own_values(engine: Engine) -> None:
+    """On PostgreSQL one multi-row INSERT; an INSERT ... ON CONFLICT goes row by row, with the same result."""
+    keys = [uuid.uuid4().hex for _ in range(3)]
+    with engine.begin() as connection:
+        INSERT.run_many(connection, [record(key) | {"operation": f"Op{index}"} for index, key in enumerate(keys)])
+    with engine.begin() as connection:
+        insert_many_ignoring_conflict(connection, records, [record(keys[0]), record("ignoring-" + keys[1])])
+    with engine.connect() as connection:
+        found = [FIND.first(connection, {"scope": "tests", "key": key}) for key in keys]
+        ignored = FIND.first(connection, {"scope": "tests", "key": "ignoring-" + keys[1]})
+    assert found == [("Op0", WHEN), ("Op1", WHEN), ("Op2", WHEN)] and ignored == ("Op", WHEN)

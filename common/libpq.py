@@ -82,6 +82,14 @@ class _ConnectionState:
     pgconn: Any
     transformer: abc.Transformer
     prepared: dict[tuple[bytes, tuple[int, ...]], bytes] = field(default_factory=dict)
+    _begin: tuple[tuple[Any, ...], bytes] = ((), b"")
+
+    def begin_command(self, driver: DriverConnection[Any]) -> bytes:
+        """The BEGIN psycopg itself would send for this connection's settings (built once per settings)."""
+        settings = (driver.isolation_level, driver.read_only, driver.deferrable)
+        if self._begin[0] != settings:
+            self._begin = (settings, _begin_command(*settings))
+        return self._begin[1]
 
 
 @dataclass(frozen=True)
@@ -110,7 +118,7 @@ def execute(
     if state is None or state.pgconn is not pgconn:
         state = info[_STATE_KEY] = _ConnectionState(pgconn, Transformer(driver))
     if not driver.autocommit and pgconn.transaction_status == pq.TransactionStatus.IDLE:
-        _checked(pgconn.exec_(_begin_command(driver)), driver)
+        _checked(pgconn.exec_(state.begin_command(driver)), driver)
     transformer = state.transformer
     parameters = transformer.dump_sequence([values[name] for name in query.names], [PyFormat.AUTO] * len(query.names))
     types = tuple(transformer.types or ())
@@ -130,15 +138,14 @@ def execute(
     return Found(rows, -1 if touched is None else touched)
 
 
-def _begin_command(driver: DriverConnection[Any]) -> bytes:
-    """The BEGIN psycopg itself would send for this connection's settings."""
+def _begin_command(isolation_level: Any, read_only: bool | None, deferrable: bool | None) -> bytes:
     parts = [b"BEGIN"]
-    if driver.isolation_level is not None:
-        parts += [b"ISOLATION LEVEL", IsolationLevel(driver.isolation_level).name.replace("_", " ").encode()]
-    if driver.read_only is not None:
-        parts.append(b"READ ONLY" if driver.read_only else b"READ WRITE")
-    if driver.deferrable is not None:
-        parts.append(b"DEFERRABLE" if driver.deferrable else b"NOT DEFERRABLE")
+    if isolation_level is not None:
+        parts += [b"ISOLATION LEVEL", IsolationLevel(isolation_level).name.replace("_", " ").encode()]
+    if read_only is not None:
+        parts.append(b"READ ONLY" if read_only else b"READ WRITE")
+    if deferrable is not None:
+        parts.append(b"DEFERRABLE" if deferrable else b"NOT DEFERRABLE")
     return b" ".join(parts)
 
 

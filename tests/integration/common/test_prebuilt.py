@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
-from sqlalchemy import BigInteger, Engine, Numeric, String, bindparam, cast, exc, literal_column, select, text
+from sqlalchemy import BigInteger, Engine, Numeric, String, bindparam, cast, exc, func, literal_column, select, text
 
 from common.db import create_engine
 from common.idempotency import records
@@ -164,3 +164,16 @@ def test_a_small_batch_of_inserts_writes_every_row_with_its_own_values(engine: E
         found = [FIND.first(connection, {"scope": "tests", "key": key}) for key in keys]
         ignored = FIND.first(connection, {"scope": "tests", "key": "ignoring-" + keys[1]})
     assert found == [("Op0", WHEN), ("Op1", WHEN), ("Op2", WHEN)] and ignored == ("Op", WHEN)
+
+
+ISOLATION = Prebuilt(select(func.current_setting("transaction_isolation", type_=String).label("level")))
+
+
+@pytest.mark.postgres_only
+def test_a_transaction_begins_with_the_connections_own_isolation_level(engine: Engine) -> None:
+    """libpq's BEGIN is the one psycopg would send, for each setting the pool's connections take in turn."""
+    serializable = engine.execution_options(isolation_level="SERIALIZABLE")
+    for expected in ("read committed", "serializable", "read committed"):
+        chosen = serializable if expected == "serializable" else engine
+        with chosen.begin() as connection:
+            assert ISOLATION.scalar_one(connection, {}) == expected

@@ -101,8 +101,9 @@ class Found:
 
 
 def applies(driver: DriverConnection[Any]) -> bool:
-    """Whether statements can run here: not while a pipeline queues them (the cursor's path does)."""
-    return bool(driver.pgconn.pipeline_status == pq.PipelineStatus.OFF)
+    """Whether statements can run here: not while a pipeline queues them, nor on a connection where
+    psycopg prepares statements itself (it would deallocate ours); the cursor's path serves those."""
+    return driver.prepare_threshold is None and bool(driver.pgconn.pipeline_status == pq.PipelineStatus.OFF)
 
 
 def execute(

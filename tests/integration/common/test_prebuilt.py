@@ -13,6 +13,7 @@ from decimal import Decimal
 
 import pytest
 from sqlalchemy import BigInteger, Engine, Numeric, String, bindparam, cast, exc, func, literal_column, select, text
+from sqlalchemy import create_engine as sa_create_engine
 
 from common.db import create_engine
 from common.idempotency import records
@@ -177,3 +178,19 @@ def test_a_transaction_begins_with_the_connections_own_isolation_level(engine: E
         chosen = serializable if expected == "serializable" else engine
         with chosen.begin() as connection:
             assert ISOLATION.scalar_one(connection, {}) == expected
+
+
+@pytest.mark.postgres_only
+def test_an_engine_where_psycopg_prepares_statements_itself_keeps_them_working(isolated_database_url: str) -> None:
+    """psycopg deallocates every prepared statement after a rollback once it prepared any of its own:
+    on such an engine prebuilt statements take the cursor's path."""
+    engine = sa_create_engine(isolated_database_url)  # psycopg's default: prepare a query seen five times
+    try:
+        with engine.connect() as connection:
+            for _ in range(3):
+                assert FIND.first(connection, {"scope": "tests", "key": "none"}) is None
+                for _ in range(6):  # psycopg prepares it on the sixth run
+                    connection.execute(text("SELECT 1"))
+                connection.rollback()  # and so deallocates everything
+    finally:
+        engine.dispose()

@@ -12,7 +12,11 @@ dozen statements. This path keeps what matters of psycopg and skips the rest:
   SQLAlchemy commits or rolls back these statements like any other.
 
 Each statement is prepared once per connection and set of parameter types (psycopg prepares a query
-it has seen five times the same way), so the server plans it once. Prepared statements outlive
+it has seen five times the same way), so the server plans it once. A value's size picks its type
+(smallint, integer, bigint) and a NULL has none, so one statement's variants multiply, a multi-row
+INSERT's most of all: a connection prepares at most ``MAX_PREPARED_STATEMENTS`` of them, the first it
+meets (the hot path's), and runs any other unprepared, or a pooled connection, which lives as long as
+the process, would hold ever more plans in the server's memory. Prepared statements outlive
 rollbacks, but psycopg answers a rollback by deallocating every statement of the session once it has
 prepared any of its own: ``common.db.create_engine`` therefore turns psycopg's preparing off.
 libpq's blocking calls release the GIL, as psycopg's waiting does. Inside a pipeline
@@ -35,6 +39,8 @@ _PLACEHOLDER = re.compile(r"%\(([^)]+)\)s|%%")
 _NUMBER = re.compile(rb"\$(\d+)")
 _STATE_KEY = "coalition.libpq"
 _DONE = (pq.ExecStatus.COMMAND_OK, pq.ExecStatus.TUPLES_OK)
+#: Each holds its plans in the server (16 kB for a small SELECT, more for a multi-row INSERT); psycopg keeps 100.
+MAX_PREPARED_STATEMENTS = 256
 
 
 @dataclass(frozen=True)
@@ -124,12 +130,14 @@ def execute(
     parameters = transformer.dump_sequence([values[name] for name in query.names], [PyFormat.AUTO] * len(query.names))
     types = tuple(transformer.types or ())
     name = state.prepared.get((query.text, types))
-    if name is None:
+    if name is None and len(state.prepared) < MAX_PREPARED_STATEMENTS:
         name = f"_coalition_{len(state.prepared)}".encode()
         _checked(pgconn.prepare(name, query.text, types), driver)
         state.prepared[(query.text, types)] = name
-    # None stands for NULL, which libpq's own typing omits.
-    result = _checked(pgconn.exec_prepared(name, parameters, transformer.formats), driver)  # type: ignore[arg-type]
+    if name is None:  # parsed and planned for this execution only, as psycopg's cursor does
+        result = _checked(pgconn.exec_params(query.text, parameters, types, transformer.formats), driver)
+    else:  # None stands for NULL, which libpq's own typing omits
+        result = _checked(pgconn.exec_prepared(name, parameters, transformer.formats), driver)  # type: ignore[arg-type]
     rows: list[tuple[Any, ...]] = []
     if result.status == pq.ExecStatus.TUPLES_OK:
         transformer.set_pgresult(result)

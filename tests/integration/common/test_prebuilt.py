@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy import BigInteger, Engine, Numeric, String, bindparam, cast, exc, func, literal_column, select, text
 from sqlalchemy import create_engine as sa_create_engine
 
+from common import libpq
 from common.db import create_engine
 from common.idempotency import records
 from common.sql import Prebuilt, insert_many_ignoring_conflict
@@ -194,3 +195,29 @@ def test_an_engine_where_psycopg_prepares_statements_itself_keeps_them_working(i
                 connection.rollback()  # and so deallocates everything
     finally:
         engine.dispose()
+
+
+THREE_NUMBERS = Prebuilt(
+    select(
+        func.coalesce(bindparam("a", type_=BigInteger), 0)
+        + func.coalesce(bindparam("b", type_=BigInteger), 0)
+        + func.coalesce(bindparam("c", type_=BigInteger), 0)
+    )
+)
+
+
+@pytest.mark.postgres_only
+def test_a_connection_prepares_a_bounded_number_of_statements(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each size of integer (smallint, integer, bigint) and each NULL is a parameter type of its own, so one
+    statement's variants multiply (a multi-row INSERT's most of all): past the bound a pooled connection,
+    which lives as long as the process, runs them unprepared rather than fill the server's memory."""
+    monkeypatch.setattr(libpq, "MAX_PREPARED_STATEMENTS", 8)
+    sizes = (None, 1, 40_000, 2**40)
+    with engine.connect() as connection:
+        for a in sizes:
+            for b in sizes:
+                for c in sizes:
+                    total = THREE_NUMBERS.scalar_one(connection, {"a": a, "b": b, "c": c})
+                    assert total == (a or 0) + (b or 0) + (c or 0)
+        prepared = connection.execute(text("SELECT count(*) FROM pg_prepared_statements")).scalar_one()
+    assert prepared <= 8

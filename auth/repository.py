@@ -29,8 +29,18 @@ class DatabaseReplayGuard:
             raise TypeError(
                 "this replay guard cannot confirm partner keys; use server.auth_stores.KeyCheckedReplayGuard"
             )
+        return self.uow.run_statement(lambda connection: self.claim_in(connection, issuer, jti, expires_at))
+
+    def claim_in(
+        self, connection: Connection, issuer: str, jti: str, expires_at: datetime, *, partner_key_id: str | None = None
+    ) -> bool:
+        """As ``claim``, in the transaction of ``connection``."""
+        if partner_key_id is not None:
+            raise TypeError(
+                "this replay guard cannot confirm partner keys; use server.auth_stores.KeyCheckedReplayGuard"
+            )
         values = {"issuer": issuer, "jti": jti, "expires_at": expires_at}
-        return self.uow.run_statement(lambda connection: insert_ignoring_conflict(connection, used_token_ids, values))
+        return insert_ignoring_conflict(connection, used_token_ids, values)
 
     def purge_expired(self, now: datetime, *, leeway_seconds: int = 60) -> int:
         """Forgets ids of tokens that have expired anyway (with the verifier's leeway to spare)."""

@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from checkout.commands import EarnCommand, EarnResult, RedeemCommand, ReturnCommand, ReturnResult
 from checkout.errors import InvalidBusinessTime, InvalidOfflineBatch, OfflineAllowanceExceeded
 from checkout.session import CheckoutSession, PartnerRef
-from common.errors import CoalitionError
+from common.errors import CoalitionError, Unauthenticated
 from programme.services import policy_in_force
 
 MAX_BATCH_ITEMS = 500
@@ -116,7 +116,8 @@ def charge_allowance(session: CheckoutSession, partner: PartnerRef, store_id: st
 def answer_each(
     items: Sequence[OfflineItem | RefusedItem], apply: Callable[[OfflineItem], OfflineItemResult]
 ) -> list[OfflineItemResult]:
-    """One result per item, in order: a refused item never fails the batch or its neighbours."""
+    """One result per item, in order: a refused item never fails the batch or its neighbours; a refused
+    caller fails the batch."""
     results = []
     for item in items:
         if isinstance(item, RefusedItem):
@@ -124,6 +125,8 @@ def answer_each(
             continue
         try:
             results.append(apply(item))
+        except Unauthenticated:
+            raise  # the caller refused (its token replayed or its key revoked as a transaction claims it)
         except CoalitionError as error:
             is_replay = error.metadata.get("idempotent_replay") == "true"
             results.append(OfflineItemResult(item.request_id, error=error, is_replay=is_replay))

@@ -15,13 +15,23 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
+# Types written as they are; exact types, so a str- or int-valued Enum still goes through its branch.
+_AS_IS: frozenset[type] = frozenset({str, int, float, bool, type(None)})
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}  # a dataclass's fields, looked up once (every write hashes one)
+# json.dumps builds an encoder a call when given any option: these are built once, with the same options.
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
+
+
 def to_jsonable(value: Any, *, canonical: bool = False) -> Any:
     """JSON-ready data; ``canonical`` writes equal decimals alike (1.0 and 1.00), for fingerprints."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {
-            field.name: to_jsonable(getattr(value, field.name), canonical=canonical)
-            for field in dataclasses.fields(value)
-        }
+    kind = type(value)
+    if kind in _AS_IS:
+        return value
+    names = _FIELD_NAMES.get(kind)
+    if names is None and dataclasses.is_dataclass(kind):
+        names = _FIELD_NAMES.setdefault(kind, tuple(field.name for field in dataclasses.fields(kind)))
+    if names is not None:
+        return {name: to_jsonable(getattr(value, name), canonical=canonical) for name in names}
     if isinstance(value, Enum):
         return value.value
     if isinstance(value, datetime | date):
@@ -36,13 +46,16 @@ def to_jsonable(value: Any, *, canonical: bool = False) -> Any:
 
 
 def dumps(value: Any) -> str:
-    return json.dumps(to_jsonable(value), sort_keys=True, separators=(",", ":"))
+    return _ENCODER.encode(to_jsonable(value))
 
 
 def fingerprint(value: Any) -> str:
-    """SHA-256 of the canonical JSON of a command: equal requests always hash the same."""
-    canonical = json.dumps(to_jsonable(value, canonical=True), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    """SHA-256 of the canonical JSON of a command: equal requests always hash the same.
+
+    Stored with each idempotency record: a change to this text would turn retries across a release
+    into IDEMPOTENCY_KEY_REUSED, so tests pin it.
+    """
+    return hashlib.sha256(_ENCODER.encode(to_jsonable(value, canonical=True)).encode()).hexdigest()
 
 
 def loads(cls: type[T], text: str) -> T:

@@ -77,7 +77,12 @@ def create_engine(url: str, *, pool_size: int = 10, statement_timeout_ms: int = 
         pool_size=pool_size,
         max_overflow=0,
         pool_timeout=statement_timeout_ms / 1000,
-        connect_args={"options": f"-c statement_timeout={statement_timeout_ms} -c lock_timeout={statement_timeout_ms}"},
+        connect_args={
+            "options": f"-c statement_timeout={statement_timeout_ms} -c lock_timeout={statement_timeout_ms}",
+            # Hot statements are prepared by common.libpq; psycopg's own preparing would, after any
+            # rollback, send DEALLOCATE ALL and drop those too.
+            "prepare_threshold": None,
+        },
         isolation_level="READ COMMITTED",
         hide_parameters=True,  # bound values (receipts, member ids) must not reach logs
     )

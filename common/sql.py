@@ -6,16 +6,17 @@ import base64
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy import Connection, CursorResult, Dialect, Table
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import DBAPIError, MultipleResultsFound, NoResultFound
+from sqlalchemy.exc import DBAPIError, MultipleResultsFound, NoResultFound, StatementError
 from sqlalchemy.sql.base import Executable
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ClauseElement
 
+from common import libpq
 from common.errors import InvalidArgument
 
 
@@ -29,6 +30,10 @@ MAX_PAGE_SIZE = 1000
 MAX_ID = 2**63 - 1  # the largest signed 64-bit integer, the largest id a table holds
 DEFAULT_PAGE_SIZE = 50
 
+
+# A batch this small runs on libpq, as one multi-row INSERT (or statement by statement): cheaper than
+# the driver's executemany, which opens a pipeline for it.
+_ONE_STATEMENT_MAX = 8
 
 _insert_ignoring: dict[tuple[str, str], Prebuilt] = {}
 
@@ -114,7 +119,20 @@ class Prebuilt:
             return
         compiled = self._compiled_for(connection.dialect, rows[0].keys())
         values = [compiled.values(row) for row in rows]
-        _on_driver(connection, compiled.sql, lambda cursor: cursor.executemany(compiled.sql, values))
+        with _driver_errors(connection, compiled.sql) as driver:
+            if len(values) <= _ONE_STATEMENT_MAX and libpq.applies(driver):
+                together = compiled.for_rows(len(values))
+                if together is None:
+                    for each in values:
+                        libpq.execute(driver, connection.connection.info, compiled.numbered, each)
+                else:
+                    merged = {
+                        f"{name}#{index}": value for index, each in enumerate(values) for name, value in each.items()
+                    }
+                    libpq.execute(driver, connection.connection.info, together, merged)
+                return
+            with driver.cursor() as cursor:
+                cursor.executemany(compiled.sql, values)
 
     def rows_many(self, connection: Connection, rows: Sequence[Mapping[str, Any]]) -> list[list[tuple[Any, ...]]]:
         """Runs a statement with RETURNING once per parameter set, in one batch: each set's rows, in order.
@@ -189,13 +207,17 @@ class Prebuilt:
     def _raw(self, connection: Connection, parameters: Mapping[str, Any]) -> _RawResult:
         compiled = self._compiled_for(connection.dialect, parameters.keys())
         values = compiled.values(parameters)
-
-        def execute(cursor: Any) -> _RawResult:
-            cursor.execute(compiled.sql, values)
-            rows = [] if cursor.description is None else compiled.processed(cursor.fetchall())
-            return _RawResult(rows, cursor.rowcount)
-
-        return _on_driver(connection, compiled.sql, execute)
+        driver = _driver(connection)
+        try:  # not _driver_errors: a context manager costs a tenth of a statement here
+            if libpq.applies(driver):
+                found = libpq.execute(driver, connection.connection.info, compiled.numbered, values)
+                return _RawResult(compiled.processed(found.rows), found.rowcount)
+            with driver.cursor() as cursor:
+                cursor.execute(compiled.sql, values)
+                rows = [] if cursor.description is None else compiled.processed(cursor.fetchall())
+                return _RawResult(rows, cursor.rowcount)
+        except connection.dialect.loaded_dbapi.Error as error:
+            raise _as_sqlalchemy_error(connection, compiled.sql, error) from error
 
     def _compiled_for(self, dialect: Dialect, names: Iterable[str]) -> _CompiledStatement:
         parameter_names = frozenset(names)
@@ -220,6 +242,14 @@ class _CompiledStatement:
     literals: dict[str, Any]  # values written into the statement itself (status == "HELD")
     bind_processors: dict[str, Callable[[Any], Any]]
     result_processors: tuple[Callable[[Any], Any] | None, ...]
+    numbered: libpq.NumberedQuery  # the SQL as libpq takes it (PostgreSQL)
+    _for_rows: dict[int, libpq.NumberedQuery | None] = field(default_factory=dict, compare=False)
+
+    def for_rows(self, count: int) -> libpq.NumberedQuery | None:
+        """This INSERT for ``count`` rows in one statement, if it is a plain INSERT ... VALUES."""
+        if count not in self._for_rows:
+            self._for_rows[count] = self.numbered.for_rows(count)
+        return self._for_rows[count]
 
     @classmethod
     def of(cls, statement: Executable, dialect: Dialect, names: frozenset[str]) -> _CompiledStatement:
@@ -240,7 +270,7 @@ class _CompiledStatement:
         columns = list(getattr(statement, "exported_columns", ()))
         results = tuple(column.type.dialect_impl(dialect).result_processor(dialect, None) for column in columns)
         literals = {name: value for name, value in every_value.items() if name not in names}
-        return cls(compiled.string, literals, processors, results)
+        return cls(compiled.string, literals, processors, results, libpq.NumberedQuery.of(compiled.string))
 
     def values(self, parameters: Mapping[str, Any]) -> dict[str, Any]:
         values = self.literals | dict(parameters)
@@ -259,27 +289,46 @@ class _CompiledStatement:
 
 
 def _on_driver(connection: Connection, sql: str, work: Callable[[Any], T]) -> T:
-    """Runs ``work`` on a psycopg cursor of the connection, raising driver errors as SQLAlchemy's
-    (IntegrityError, OperationalError...) exactly as Connection.execute would."""
-    dialect = connection.dialect
+    """Runs ``work`` on a psycopg cursor of the connection, raising driver errors as SQLAlchemy's."""
+    with _driver_errors(connection, sql) as driver, driver.cursor() as cursor:
+        return work(cursor)
+
+
+@contextmanager
+def _driver_errors(connection: Connection, sql: str) -> Iterator[Any]:
+    """The connection's psycopg connection, in SQLAlchemy's transaction; driver errors raised inside come
+    out as SQLAlchemy's (IntegrityError, OperationalError...) exactly as Connection.execute raises them."""
+    driver = _driver(connection)
+    try:
+        yield driver
+    except connection.dialect.loaded_dbapi.Error as error:
+        raise _as_sqlalchemy_error(connection, sql, error) from error
+
+
+def _driver(connection: Connection) -> Any:
+    """The psycopg connection under ``connection``, inside SQLAlchemy's transaction."""
     if not connection.in_transaction():
         connection.begin()  # as Connection.execute autobegins: else commit() would not commit these writes
     driver = connection.connection.driver_connection
     assert driver is not None, "the connection is closed"
-    try:
-        with driver.cursor() as cursor:
-            return work(cursor)
-    except dialect.loaded_dbapi.Error as error:
-        is_disconnect = dialect.is_disconnect(error, connection.connection.dbapi_connection, None)
-        if is_disconnect:
-            # As SQLAlchemy does: the other pooled connections predate the outage too, so none is reused
-            # (each would fail one request after a database restart or failover).
-            connection.engine.dispose(close=False)
-            connection.invalidate(error)
-        raise DBAPIError.instance(
-            sql, None, error, dialect.loaded_dbapi.Error, hide_parameters=True,
-            connection_invalidated=is_disconnect, dialect=dialect,
-        ) from error  # fmt: skip
+    return driver
+
+
+def _as_sqlalchemy_error(connection: Connection, sql: str, error: Any) -> StatementError:
+    """A driver error as SQLAlchemy raises it (IntegrityError, OperationalError...), the connection
+    invalidated when it was lost."""
+    dialect = connection.dialect
+    is_disconnect = dialect.is_disconnect(error, connection.connection.dbapi_connection, None)
+    if is_disconnect:
+        # As SQLAlchemy does: the other pooled connections predate the outage too, so none is reused
+        # (each would fail one request after a database restart or failover).
+        connection.engine.dispose(close=False)
+        connection.invalidate(error)
+    translated: StatementError = DBAPIError.instance(
+        sql, None, error, dialect.loaded_dbapi.Error, hide_parameters=True,
+        connection_invalidated=is_disconnect, dialect=dialect,
+    )  # fmt: skip
+    return translated
 
 
 @contextmanager
@@ -293,23 +342,8 @@ def pipelined(connection: Connection) -> Iterator[None]:
     if connection.dialect.name != "postgresql":
         yield
         return
-    if not connection.in_transaction():
-        connection.begin()
-    driver = connection.connection.driver_connection
-    assert driver is not None, "the connection is closed"
-    dialect = connection.dialect
-    try:
-        with driver.pipeline():
-            yield
-    except dialect.loaded_dbapi.Error as error:
-        is_disconnect = dialect.is_disconnect(error, connection.connection.dbapi_connection, None)
-        if is_disconnect:  # as _on_driver does: no pooled connection from before the outage is reused
-            connection.engine.dispose(close=False)
-            connection.invalidate(error)
-        raise DBAPIError.instance(
-            "(pipelined statements)", None, error, dialect.loaded_dbapi.Error, hide_parameters=True,
-            connection_invalidated=is_disconnect, dialect=dialect,
-        ) from error  # fmt: skip
+    with _driver_errors(connection, "(pipelined statements)") as driver, driver.pipeline():
+        yield
 
 
 def page_size_or_default(page_size: int) -> int:

@@ -5,7 +5,10 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import TypeVar
 
 from sqlalchemy import Connection, Engine
@@ -33,6 +36,39 @@ def is_unique_violation(error: IntegrityError) -> bool:
     return sqlstate == "23505" or "UNIQUE constraint failed" in str(error.orig)
 
 
+@dataclass
+class FirstCommitWork:
+    """Work that must commit with the first transaction of a request, ahead of anything else in it.
+
+    The claim of a request's token id is such work: it must be spent by the time any effect of the
+    request commits, and riding the request's own transaction costs no round trip of its own.
+    """
+
+    run: Callable[[Connection], None]
+    committed: bool = False
+    in_transaction: bool = False
+
+
+_FIRST_COMMIT: ContextVar[FirstCommitWork | None] = ContextVar("first_commit_work", default=None)
+
+
+@contextmanager
+def first_commit_carries(work: FirstCommitWork) -> Iterator[FirstCommitWork]:
+    """Inside the block, every transaction of this context (thread) begins with ``work`` until one of
+    them commits: none commits without it. Work done in other threads does not see it."""
+    token = _FIRST_COMMIT.set(work)
+    try:
+        yield work
+    finally:
+        _FIRST_COMMIT.reset(token)
+
+
+def _pending_first_commit() -> FirstCommitWork | None:
+    work = _FIRST_COMMIT.get()
+    # A transaction opened while another carries it (a nested unit of work) would wait on its rows.
+    return None if work is None or work.committed or work.in_transaction else work
+
+
 class UnitOfWork:
     """Runs a piece of work in one transaction, retrying the whole of it on contention."""
 
@@ -52,16 +88,27 @@ class UnitOfWork:
         On PostgreSQL it runs in autocommit: one round trip instead of BEGIN, statement, COMMIT.
         SQLite keeps its single-writer transaction.
         """
-        if self.dialect != "postgresql":
+        if self.dialect != "postgresql" or _pending_first_commit() is not None:
             return self.run(work)
         with self._autocommit.connect() as connection:
             return work(connection)
 
     def run(self, work: Callable[[Connection], T]) -> T:
+        first = _pending_first_commit()
         for attempt in range(1, self.max_attempts + 1):
             try:
                 with self.engine.begin() as connection:
-                    return work(connection)
+                    if first is None:
+                        return work(connection)
+                    first.in_transaction = True
+                    try:
+                        first.run(connection)
+                        result = work(connection)
+                    finally:
+                        first.in_transaction = False
+                if first is not None:
+                    first.committed = True
+                return result
             except DBAPIError as error:
                 # A unique violation means a concurrent transaction got there first: rerunning the work
                 # sees its result (a replay, an existing member) instead of failing the caller.

@@ -83,6 +83,9 @@ SERVICE_NAMES = (
     household_service_pb2.DESCRIPTOR.services_by_name["HouseholdService"].full_name,
 )
 HEALTH_PROBE_SECONDS = 5.0
+# Services whose every transaction runs on the RPC's own thread: their token ids are claimed by the
+# call's first committed transaction (server.interceptors.AuthInterceptor).
+CLAIM_WITH_WORK = ("/" + checkout_service_pb2.DESCRIPTOR.services_by_name["CheckoutService"].full_name + "/",)
 
 
 @dataclass
@@ -288,7 +291,7 @@ def create_server(
         interceptors=[
             MetricsInterceptor(),
             ErrorInterceptor(),
-            AuthInterceptor(app.verifier, tls.client_certificate_policy(settings)),
+            AuthInterceptor(app.verifier, tls.client_certificate_policy(settings), claim_with_work=CLAIM_WITH_WORK),
             PanGuardInterceptor(),
         ],
         maximum_concurrent_rpcs=settings.max_concurrent_rpcs,

@@ -93,15 +93,17 @@ class KeyCheckedReplayGuard(DatabaseReplayGuard):
     """The durable replay guard, claiming a partner token's id only while its key is unrevoked."""
 
     def claim(self, issuer: str, jti: str, expires_at: datetime, *, partner_key_id: str | None = None) -> bool:
+        return self.uow.run_statement(
+            lambda connection: self.claim_in(connection, issuer, jti, expires_at, partner_key_id=partner_key_id)
+        )
+
+    def claim_in(
+        self, connection: Connection, issuer: str, jti: str, expires_at: datetime, *, partner_key_id: str | None = None
+    ) -> bool:
         if partner_key_id is None:
-            return super().claim(issuer, jti, expires_at)
-        statement = _CLAIMS[self.uow.dialect]
+            return super().claim_in(connection, issuer, jti, expires_at)
         values = {"issuer": issuer, "jti": jti, "expires_at": expires_at, "key": partner_key_id}
-
-        def work(connection: Connection) -> bool:
-            return statement.first(connection, values) is not None
-
-        return self.uow.run_statement(work)
+        return _CLAIMS[connection.dialect.name].first(connection, values) is not None
 
 
 def load_operator_keys(paths: dict[str, Path]) -> dict[str, VerificationKey]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn, cast
@@ -15,7 +15,7 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 from auth.principal import Principal
-from auth.tokens import TokenVerifier
+from auth.tokens import KeyRevoked, TokenClaim, TokenReplayed, TokenVerifier
 from common.errors import CoalitionError, Unauthenticated
 from common.pan import PanNotAllowed, refuse_pan
 from server import metrics
@@ -261,11 +261,23 @@ class AuthInterceptor(_ServerInterceptor):
 
     With a certificate policy, the verified caller must also match the client certificate of the
     connection, for the partners that asked for mutual TLS.
+
+    For unary methods under ``claim_with_work`` (the checkout API: a dozen statements a call, every
+    one of its transactions on the RPC's own thread), the token id is claimed by the call's first
+    committed transaction rather than on its own beforehand (``TokenVerifier.spent_by_first_commit``):
+    one database round trip and connection checkout fewer on the hot path, with the same guarantees.
     """
 
-    def __init__(self, verifier: TokenVerifier, certificate_policy: ClientCertificatePolicy | None = None) -> None:
+    def __init__(
+        self,
+        verifier: TokenVerifier,
+        certificate_policy: ClientCertificatePolicy | None = None,
+        *,
+        claim_with_work: tuple[str, ...] = (),
+    ) -> None:
         self.verifier = verifier
         self.certificate_policy = certificate_policy
+        self.claim_with_work = claim_with_work
 
     def intercept_service(self, continuation: Any, details: grpc.HandlerCallDetails) -> Any:
         if details.method.startswith(UNAUTHENTICATED_PREFIXES):
@@ -282,30 +294,41 @@ class AuthInterceptor(_ServerInterceptor):
         deserialize: Callable[[bytes], Any] = handler.request_deserializer
         behavior: Behavior = handler.unary_stream if handler.response_streaming else handler.unary_unary
 
-        def verify(raw_request: bytes, context: grpc.ServicerContext) -> Principal:
+        def verify(raw_request: bytes, context: grpc.ServicerContext) -> tuple[Principal, TokenClaim]:
             authorization = dict(context.invocation_metadata()).get("authorization")
             try:
-                principal = self.verifier.verify(
+                principal, claim = self.verifier.verify_unclaimed(
                     str(authorization) if authorization else None, method=details.method, body=raw_request
                 )
                 if self.certificate_policy is not None:
                     # grpc-stubs type the values as bytes; gRPC gives a list of values per property.
                     auth_context = cast(Mapping[str, Iterable[bytes]], context.auth_context())
                     self.certificate_policy.check(principal, auth_context)
-                return principal
+                return principal, claim
             except Unauthenticated as error:
                 metrics.AUTH_FAILURES_TOTAL.labels(reason=error.reason).inc()
                 raise
 
+        def spent(claim: TokenClaim) -> Any:
+            """Where the claim is spent: now, or by the call's first committed transaction."""
+            if handler.response_streaming or not details.method.startswith(self.claim_with_work):
+                self.verifier.spend(claim)
+                return nullcontext()
+            return self.verifier.spent_by_first_commit(claim)
+
         def authenticated(raw_request: bytes, context: grpc.ServicerContext) -> Any:
-            token = _principal.set(verify(raw_request, context))
+            principal, claim = verify(raw_request, context)
+            token = _principal.set(principal)
             try:
-                return behavior(deserialize(raw_request), context)
+                with _counting_auth_failures(), spent(claim):
+                    return behavior(deserialize(raw_request), context)
             finally:
                 _principal.reset(token)
 
         def authenticated_stream(raw_request: bytes, context: grpc.ServicerContext) -> Iterator[Any]:
-            principal = verify(raw_request, context)
+            principal, claim = verify(raw_request, context)
+            with _counting_auth_failures():
+                self.verifier.spend(claim)
             request = deserialize(raw_request)
             return _steps_as(principal, lambda: behavior(request, context))
 
@@ -316,6 +339,16 @@ class AuthInterceptor(_ServerInterceptor):
 
     def _authenticated_request_stream(self, handler: Any, details: grpc.HandlerCallDetails) -> Any:
         return _authenticate_stream_call(self, handler, details)
+
+
+@contextmanager
+def _counting_auth_failures() -> Iterator[None]:
+    """Counts a refusal of the token's claim (a replay, a key revoked since) like any auth failure."""
+    try:
+        yield
+    except (TokenReplayed, KeyRevoked) as error:
+        metrics.AUTH_FAILURES_TOTAL.labels(reason=error.reason).inc()
+        raise
 
 
 def _authenticate_stream_call(interceptor: AuthInterceptor, handler: Any, details: grpc.HandlerCallDetails) -> Any:

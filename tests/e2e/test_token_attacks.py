@@ -8,6 +8,7 @@ import hmac
 import json
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -271,3 +272,59 @@ def test_a_revoked_key_fails_at_once(
     body = earn_body()
     assert refusal(target, EARN, body, partner_token(partner, body)) == (UNAUTHENTICATED, "KEY_REVOKED")
     assert row_counts(engine) == before
+
+
+# --- the checkout API claims the token id with the call's first committed transaction ----------------
+
+
+def test_a_refused_request_spends_its_token_all_the_same(
+    onboard: Callable[..., Partner], target: str, engine: Engine
+) -> None:
+    """The refusal commits nothing of the request's own, yet the token is used up: sent again it is a replay."""
+    partner = onboard()
+    body = pb.GetBalanceRequest(member=pb.MemberIdentifier(phone_number=phone().value)).SerializeToString()
+    token = partner_token(partner, body, method=BALANCE)
+    assert refusal(target, BALANCE, body, token) == (grpc.StatusCode.NOT_FOUND, "MEMBER_NOT_FOUND")
+    before = row_counts(engine)
+
+    assert refusal(target, BALANCE, body, token) == (UNAUTHENTICATED, "TOKEN_REPLAYED")
+    assert row_counts(engine) == before
+
+
+def test_a_read_spends_its_token(onboard: Callable[..., Partner], target: str) -> None:
+    partner = onboard()
+    earn = earn_body()
+    earned = pb.EarnPointsResponse.FromString(send(target, EARN, earn, partner_token(partner, earn)))
+    member_number = earned.member_number
+    body = pb.GetBalanceRequest(member=pb.MemberIdentifier(member_number=member_number)).SerializeToString()
+    token = partner_token(partner, body, method=BALANCE)
+    assert pb.GetBalanceResponse.FromString(send(target, BALANCE, body, token)).balance.available_points == 100
+
+    assert refusal(target, BALANCE, body, token) == (UNAUTHENTICATED, "TOKEN_REPLAYED")
+
+
+def test_one_token_sent_many_times_at_once_is_served_once(
+    onboard: Callable[..., Partner], target: str, engine: Engine
+) -> None:
+    """Concurrent copies of one call race for its token id inside their transactions: one wins and every
+    other one is refused as a replay, not answered as an idempotent replay of the winner."""
+    partner = onboard()
+    body = earn_body()
+    token = partner_token(partner, body)
+    before = row_counts(engine)
+
+    def call(_: int) -> str:
+        try:
+            send(target, EARN, body, token)
+            return "OK"
+        except grpc.RpcError as error:
+            info = error_info(error)
+            return info.reason if info else str(error.code())
+
+    with ThreadPoolExecutor(8) as pool:
+        outcomes = sorted(pool.map(call, range(8)))
+
+    assert outcomes == ["OK"] + ["TOKEN_REPLAYED"] * 7
+    after = row_counts(engine)
+    assert after["purchases"] == before["purchases"] + 1
+    assert after["idempotency_records"] == before["idempotency_records"] + 1

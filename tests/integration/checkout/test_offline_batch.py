@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta
 
 import pytest
-from sqlalchemy import Engine, select, text
+from sqlalchemy import Connection, Engine, select, text
 
 from checkout.commands import Basket, EarnCommand, HoldCommand, RedeemCommand, ReturnCommand
 from checkout.errors import InvalidOfflineBatch
@@ -17,8 +17,8 @@ from checkout.services import CheckoutService
 from checkout.session import CheckoutSettings, PartnerRef
 from common.clock import ManualClock
 from common.db import table_of
-from common.errors import InvalidArgument
-from common.uow import UnitOfWork
+from common.errors import InvalidArgument, Unauthenticated
+from common.uow import FirstCommitWork, UnitOfWork, first_commit_carries
 from ledger.models import JournalTransaction, Lot
 from members.identifiers import MemberIdentifier
 from programme.policy import OfflinePolicy
@@ -268,3 +268,21 @@ def test_a_batch_needs_a_store_and_at_most_500_items(
                          (STORE, [earn(member, 1, clock.now()) for _ in range(501)])):  # fmt: skip
         with pytest.raises(InvalidOfflineBatch):
             service.submit_offline_batch(shop, store, items)
+
+
+def test_a_caller_refused_in_the_first_transaction_fails_the_batch_not_each_item(
+    service: CheckoutService, shop: PartnerRef, clock: ManualClock
+) -> None:
+    """A call whose token id rides its first transaction (common.uow.first_commit_carries) and is refused
+    there, replayed or its key revoked, is refused whole: every later item would open transactions only
+    to be refused again, hundreds of them for a replayed batch."""
+    refusals: list[int] = []
+
+    def refuse(connection: Connection) -> None:
+        refusals.append(1)
+        raise Unauthenticated("the token has already been used")
+
+    items = [earn(phone(), 10, clock.now() - timedelta(hours=1)) for _ in range(5)]
+    with first_commit_carries(FirstCommitWork(refuse)), pytest.raises(Unauthenticated):
+        service.submit_offline_batch(shop, STORE, items)
+    assert len(refusals) <= 2  # the first item's transaction, and its look for a concurrent duplicate

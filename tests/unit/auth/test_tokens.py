@@ -48,6 +48,11 @@ class RecordingReplayGuard:
         self.claims.append((issuer, jti, expires_at))
         return is_new
 
+    def claim_in(
+        self, connection: Any, issuer: str, jti: str, expires_at: datetime, *, partner_key_id: str | None = None
+    ) -> bool:
+        return self.claim(issuer, jti, expires_at, partner_key_id=partner_key_id)
+
 
 class DictKeySource:
     """Keys as they stand now: every lookup is fresh, so the guard has no revocation left to confirm."""
@@ -344,6 +349,81 @@ def test_tampered_payload_is_rejected(
     header, _, signature = encode(partner_claims(clock), partner_private, "ES256").split(".")
     forged_payload = b64url(json.dumps(partner_claims(clock, mth="/loyalty.v1.Admin/Anything")).encode())
     assert_rejected(verifier, guard, f"Bearer {header}.{forged_payload}.{signature}", "BAD_SIGNATURE")
+
+
+def _hand_signed(header: dict[str, Any], payload: bytes, private_key: ec.EllipticCurvePrivateKey) -> str:
+    """A token built segment by segment and validly ES256-signed, as a sloppy or hostile signer might."""
+    signing_input = f"{b64url(json.dumps(header).encode())}.{b64url(payload)}"
+    algorithm = jwt.get_algorithm_by_name("ES256")
+    return f"{signing_input}.{b64url(algorithm.sign(signing_input.encode(), private_key))}"
+
+
+def test_a_padded_token_verifies_as_pyjwt_accepts_it(
+    verifier: TokenVerifier, clock: ManualClock, partner_private: ec.EllipticCurvePrivateKey
+) -> None:
+    header, payload, signature = encode(partner_claims(clock), partner_private, "ES256").split(".")
+    padded = payload + "=" * (-len(payload) % 4)
+    signing_input = f"{header}.{padded}".encode()
+    signature = b64url(jwt.get_algorithm_by_name("ES256").sign(signing_input, partner_private))
+    verifier.verify(f"Bearer {header}.{padded}.{signature}", method=METHOD, body=BODY)
+
+
+_BASE64URL_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+
+
+def _flip_a_bit_past_the_last_byte(token: str) -> str:
+    """An ES256 signature is 64 bytes in 86 characters: the last one's lowest bits encode nothing."""
+    last = _BASE64URL_ALPHABET.index(token[-1])
+    return token[:-1] + _BASE64URL_ALPHABET[last ^ 1]
+
+
+@pytest.mark.parametrize(
+    "spoil",
+    [
+        pytest.param(lambda token: token + "=", id="padding-beyond-a-multiple-of-four"),
+        pytest.param(_flip_a_bit_past_the_last_byte, id="bits-past-the-last-byte"),
+        pytest.param(lambda token: token.replace(".", "..", 1), id="four-segments"),
+        pytest.param(lambda token: token.rsplit(".", 1)[0], id="two-segments"),
+        pytest.param(lambda token: token[:10] + "+" + token[11:], id="standard-base64-alphabet"),
+        pytest.param(lambda token: token[:10] + "é" + token[11:], id="non-ascii"),
+    ],
+)
+def test_a_token_that_is_not_canonical_base64url_is_malformed(
+    verifier: TokenVerifier,
+    guard: RecordingReplayGuard,
+    clock: ManualClock,
+    partner_private: ec.EllipticCurvePrivateKey,
+    spoil: Any,
+) -> None:
+    """One token must have one spelling, and the reader is no laxer than PyJWT's."""
+    token = encode(partner_claims(clock), partner_private, "ES256")
+    assert_rejected(verifier, guard, f"Bearer {spoil(token)}", "MALFORMED_TOKEN")
+
+
+@pytest.mark.parametrize(
+    ("extra_header", "payload", "reason"),
+    [
+        ({"crit": ["exp"]}, None, "MALFORMED_TOKEN"),
+        ({"b64": False, "crit": ["b64"]}, None, "MALFORMED_TOKEN"),
+        ({"alg": "ES384"}, None, "BAD_SIGNATURE"),
+        ({}, b"[1, 2]", "MALFORMED_TOKEN"),
+        ({}, b"{not json", "MALFORMED_TOKEN"),
+    ],
+)
+def test_a_signed_token_with_an_unacceptable_header_or_payload_is_refused(
+    verifier: TokenVerifier,
+    guard: RecordingReplayGuard,
+    clock: ManualClock,
+    partner_private: ec.EllipticCurvePrivateKey,
+    extra_header: dict[str, Any],
+    payload: bytes | None,
+    reason: str,
+) -> None:
+    """Critical extensions and unencoded payloads are refused; the header's algorithm must be the key's;
+    a payload must be a JSON object even under a good signature."""
+    header = {"alg": "ES256", "typ": "JWT", "kid": PARTNER_KID} | extra_header
+    token = _hand_signed(header, payload or json.dumps(partner_claims(clock)).encode(), partner_private)
+    assert_rejected(verifier, guard, f"Bearer {token}", reason)
 
 
 # --- keys ---------------------------------------------------------------------------------------

@@ -214,6 +214,24 @@ def test_fingerprint_is_stable(value: Any) -> None:
     int(digest, 16)
 
 
+# Fingerprints as the first release computed them: stored with idempotency records, they must never change.
+PINNED_FINGERPRINTS = {
+    "earn": "a7de517fea0cd96c0d3007ea41d297deeaf141fffbced2ab0fdc7e2987278d3a",
+    "hold": "3a9570279abea504ac8873226146259b79faf94cd46a921f9bf3b8dff47bfa36",
+    "capture": "0bc3e229f066a090d1ff1a3ed809af67e485b0cabd4372b29b75f220298ad271",
+    "member": "d0cb1c5d24a72fcd350f1d4a40745d6711028f3d7f30cc74e31d06bd4aaa14d9",
+    "return": "38c004cc2c5a209bb43e366d985c672b4efc6d17bc99d9fa1a42d32b93e1355b",
+    "contract": "958eb5c9ea189c77045840cc47e8beb91a2a8beb62503d86ba74d49ea5c9278e",
+    "contract-without-limits": "14df880674c93ae752bf2149b64eaa3aa84ad4afe81919ced1ef2d47cf319165",
+    "earn-command": "a5ccfc61ecfb0b5172d3f14d4489b130c6fad8f56b930c1ab715ee2d3e96ce79",
+}
+
+
+@pytest.mark.parametrize(("value", "name"), list(zip(EXAMPLES, EXAMPLE_IDS, strict=True)), ids=EXAMPLE_IDS)
+def test_fingerprints_stay_what_earlier_releases_stored(value: Any, name: str) -> None:
+    assert fingerprint(value) == PINNED_FINGERPRINTS[name]
+
+
 def changed(value: Any) -> Any:
     """A value of the same type that differs from ``value``."""
     if isinstance(value, Enum):

@@ -6,6 +6,7 @@ import base64
 
 import pytest
 
+from common.libpq import NumberedQuery
 from common.sql import InvalidPageToken, decode_page_token, encode_page_token
 
 
@@ -44,3 +45,18 @@ def test_no_token_is_the_first_page() -> None:
 def test_tokens_this_service_never_issued_are_refused(page_token: str) -> None:
     with pytest.raises(InvalidPageToken):
         decode_page_token(page_token)
+
+
+def test_a_plain_insert_is_written_for_many_rows_and_anything_else_is_not() -> None:
+    one_row = NumberedQuery(b"INSERT INTO t (a, b) VALUES ($1::BIGINT, $2)", ("a", "b"))
+    assert one_row.for_rows(2) == NumberedQuery(
+        b"INSERT INTO t (a, b) VALUES ($1::BIGINT, $2), ($3::BIGINT, $4)", ("a#0", "b#0", "a#1", "b#1")
+    )
+    assert NumberedQuery(b"INSERT INTO t (a) VALUES ($1) ON CONFLICT DO NOTHING", ("a",)).for_rows(2) is None
+    assert NumberedQuery(b"INSERT INTO t (a) VALUES (lower($1))", ("a",)).for_rows(2) is None
+    assert NumberedQuery(b"UPDATE t SET a = $1 WHERE b = $2", ("a", "b")).for_rows(2) is None
+
+
+def test_psycopg_placeholders_become_numbered_ones_once_per_name() -> None:
+    query = NumberedQuery.of("SELECT %(a)s + %(b)s + %(a)s, '100%%'")
+    assert query == NumberedQuery(b"SELECT $1 + $2 + $1, '100%'", ("a", "b"))

@@ -1,0 +1,166 @@
+"""Prebuilt statements straight on libpq, for PostgreSQL's hot path (used by ``common.sql.Prebuilt``).
+
+psycopg's cursor costs about 50 us of Python a statement (cursor and adapter set-up, query conversion,
+description objects, its wait loop) where libpq itself costs about 15, and a checkout request runs a
+dozen statements. This path keeps what matters of psycopg and skips the rest:
+
+- values are adapted both ways by psycopg's own ``Transformer`` (the C one of psycopg-binary): the
+  same dumpers and loaders a cursor would use, so values read and written are the same;
+- errors are psycopg's (``error_from_result``), so callers see the same exception classes and sqlstates;
+- the connection and its transaction stay psycopg's: a transaction is opened here with the very BEGIN
+  psycopg would send, and psycopg's commit and rollback act on libpq's transaction status, so
+  SQLAlchemy commits or rolls back these statements like any other.
+
+Each statement is prepared once per connection and set of parameter types (psycopg prepares a query
+it has seen five times the same way), so the server plans it once. A value's size picks its type
+(smallint, integer, bigint) and a NULL has none, so one statement's variants multiply, a multi-row
+INSERT's most of all: a connection prepares at most ``MAX_PREPARED_STATEMENTS`` of them, the first it
+meets (the hot path's), and runs any other unprepared, or a pooled connection, which lives as long as
+the process, would hold ever more plans in the server's memory. Prepared statements outlive
+rollbacks, but psycopg answers a rollback by deallocating every statement of the session once it has
+prepared any of its own: ``common.db.create_engine`` therefore turns psycopg's preparing off.
+libpq's blocking calls release the GIL, as psycopg's waiting does. Inside a pipeline
+(``common.sql.pipelined``) the cursor path is used.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, MutableMapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from psycopg import Connection as DriverConnection
+from psycopg import IsolationLevel, abc, pq
+from psycopg.adapt import PyFormat, Transformer
+from psycopg.errors import OperationalError, error_from_result
+
+_PLACEHOLDER = re.compile(r"%\(([^)]+)\)s|%%")
+_NUMBER = re.compile(rb"\$(\d+)")
+_STATE_KEY = "coalition.libpq"
+_DONE = (pq.ExecStatus.COMMAND_OK, pq.ExecStatus.TUPLES_OK)
+#: Each holds its plans in the server (16 kB for a small SELECT, more for a multi-row INSERT); psycopg keeps 100.
+MAX_PREPARED_STATEMENTS = 256
+
+
+@dataclass(frozen=True)
+class NumberedQuery:
+    """A statement compiled for psycopg (``%(name)s`` placeholders) rewritten for libpq (``$1``)."""
+
+    text: bytes
+    names: tuple[str, ...]  # the parameter behind $1, $2...
+
+    @classmethod
+    def of(cls, sql: str) -> NumberedQuery:
+        names: list[str] = []
+
+        def number(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name is None:
+                return "%"  # "%%" is a literal percent sign
+            if name not in names:
+                names.append(name)
+            return f"${names.index(name) + 1}"
+
+        return cls(_PLACEHOLDER.sub(number, sql).encode(), tuple(names))
+
+    def for_rows(self, count: int) -> NumberedQuery | None:
+        """This INSERT for ``count`` rows in one statement (``VALUES (...), (...)``), the parameters of row
+        ``i`` named ``name#i``; None unless the statement is a plain ``INSERT ... VALUES (...)``."""
+        head, values_clause, row = self.text.rpartition(b" VALUES (")
+        if not head.startswith(b"INSERT ") or not values_clause or not row.endswith(b")") or b"(" in row:
+            return None
+        if _NUMBER.findall(head) or len(_NUMBER.findall(row)) != len(self.names):
+            return None  # a parameter outside the row
+
+        def row_of(index: int) -> bytes:
+            offset = index * len(self.names)
+            return b"(" + _NUMBER.sub(lambda found: b"$%d" % (int(found.group(1)) + offset), row)
+
+        text = head + b" VALUES " + b", ".join(row_of(index) for index in range(count))
+        return NumberedQuery(text, tuple(f"{name}#{index}" for index in range(count) for name in self.names))
+
+
+@dataclass
+class _ConnectionState:
+    """What one database connection has set up: its transformer and its prepared statements."""
+
+    pgconn: Any
+    transformer: abc.Transformer
+    prepared: dict[tuple[bytes, tuple[int, ...]], bytes] = field(default_factory=dict)
+    _begin: tuple[tuple[Any, ...], bytes] = ((), b"")
+
+    def begin_command(self, driver: DriverConnection[Any]) -> bytes:
+        """The BEGIN psycopg itself would send for this connection's settings (built once per settings)."""
+        settings = (driver.isolation_level, driver.read_only, driver.deferrable)
+        if self._begin[0] != settings:
+            self._begin = (settings, _begin_command(*settings))
+        return self._begin[1]
+
+
+@dataclass(frozen=True)
+class Found:
+    """The rows a statement returned (as the database's types load them) and the rows it touched."""
+
+    rows: list[tuple[Any, ...]]
+    rowcount: int
+
+
+def applies(driver: DriverConnection[Any]) -> bool:
+    """Whether statements can run here: not while a pipeline queues them, nor on a connection where
+    psycopg prepares statements itself (it would deallocate ours); the cursor's path serves those."""
+    return driver.prepare_threshold is None and bool(driver.pgconn.pipeline_status == pq.PipelineStatus.OFF)
+
+
+def execute(
+    driver: DriverConnection[Any], info: MutableMapping[str, Any], query: NumberedQuery, values: Mapping[str, Any]
+) -> Found:
+    """Runs the statement on the connection (where ``applies``).
+
+    ``info`` is the pool's dictionary of this database connection (SQLAlchemy clears it when the
+    connection is replaced), where the connection's prepared statements are remembered.
+    """
+    pgconn = driver.pgconn
+    state = info.get(_STATE_KEY)
+    if state is None or state.pgconn is not pgconn:
+        state = info[_STATE_KEY] = _ConnectionState(pgconn, Transformer(driver))
+    if not driver.autocommit and pgconn.transaction_status == pq.TransactionStatus.IDLE:
+        _checked(pgconn.exec_(state.begin_command(driver)), driver)
+    transformer = state.transformer
+    parameters = transformer.dump_sequence([values[name] for name in query.names], [PyFormat.AUTO] * len(query.names))
+    types = tuple(transformer.types or ())
+    name = state.prepared.get((query.text, types))
+    if name is None and len(state.prepared) < MAX_PREPARED_STATEMENTS:
+        name = f"_coalition_{len(state.prepared)}".encode()
+        _checked(pgconn.prepare(name, query.text, types), driver)
+        state.prepared[(query.text, types)] = name
+    if name is None:  # parsed and planned for this execution only, as psycopg's cursor does
+        result = _checked(pgconn.exec_params(query.text, parameters, types, transformer.formats), driver)
+    else:  # None stands for NULL, which libpq's own typing omits
+        result = _checked(pgconn.exec_prepared(name, parameters, transformer.formats), driver)  # type: ignore[arg-type]
+    rows: list[tuple[Any, ...]] = []
+    if result.status == pq.ExecStatus.TUPLES_OK:
+        transformer.set_pgresult(result)
+        rows = transformer.load_rows(0, result.ntuples, tuple)
+        transformer.set_pgresult(None)  # the result's memory goes with it
+    touched = result.command_tuples
+    return Found(rows, -1 if touched is None else touched)
+
+
+def _begin_command(isolation_level: Any, read_only: bool | None, deferrable: bool | None) -> bytes:
+    parts = [b"BEGIN"]
+    if isolation_level is not None:
+        parts += [b"ISOLATION LEVEL", IsolationLevel(isolation_level).name.replace("_", " ").encode()]
+    if read_only is not None:
+        parts.append(b"READ ONLY" if read_only else b"READ WRITE")
+    if deferrable is not None:
+        parts.append(b"DEFERRABLE" if deferrable else b"NOT DEFERRABLE")
+    return b" ".join(parts)
+
+
+def _checked(result: Any, driver: DriverConnection[Any]) -> Any:
+    if result.status in _DONE:
+        return result
+    if driver.pgconn.status == pq.ConnStatus.BAD:  # as psycopg reports a lost connection
+        raise OperationalError(result.get_error_message(driver.info.encoding) or "the connection was lost")
+    raise error_from_result(result, encoding=driver.info.encoding)

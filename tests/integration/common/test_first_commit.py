@@ -1,0 +1,70 @@
+"""Work that rides a request's first committed transaction (common.uow.first_commit_carries): how the
+checkout API spends a token id without a transaction of its own."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from sqlalchemy import Connection
+
+from common.errors import InvalidArgument
+from common.uow import FirstCommitWork, UnitOfWork, first_commit_carries
+from tests.integration.common.test_prebuilt import FIND, INSERT, record
+
+
+def recorded(uow: UnitOfWork, key: str) -> bool:
+    return uow.run(lambda connection: FIND.first(connection, {"scope": "tests", "key": key})) is not None
+
+
+def carrying(key: str, runs: list[str]) -> FirstCommitWork:
+    def run(connection: Connection) -> None:
+        runs.append(key)
+        INSERT.run(connection, record(key))
+
+    return FirstCommitWork(run)
+
+
+def test_every_transaction_begins_with_the_work_until_one_commits(uow: UnitOfWork) -> None:
+    key, runs = uuid.uuid4().hex, []
+
+    def refused(connection: Connection) -> None:
+        raise InvalidArgument("refused")
+
+    with first_commit_carries(carrying(key, runs)) as carried:
+        with pytest.raises(InvalidArgument):
+            uow.run(refused)
+        assert not carried.committed and runs == [key]
+        uow.run(lambda connection: None)
+        assert carried.committed and runs == [key, key]
+        uow.run(lambda connection: None)
+        assert runs == [key, key], "once committed, it is not run again"
+    assert recorded(uow, key)
+
+
+def test_a_single_statement_waits_for_a_transaction_that_carries_the_work(uow: UnitOfWork) -> None:
+    key, runs = uuid.uuid4().hex, []
+    with first_commit_carries(carrying(key, runs)) as carried:
+        uow.run_statement(lambda connection: None)
+    assert carried.committed and runs == [key] and recorded(uow, key)
+
+
+@pytest.mark.postgres_only  # SQLite has one writer: a unit of work inside another waits for it forever
+def test_a_unit_of_work_opened_inside_one_that_carries_the_work_does_not_carry_it(uow: UnitOfWork) -> None:
+    """It would wait on the outer transaction's uncommitted rows: the outer one is what carries it."""
+    key, runs = uuid.uuid4().hex, []
+
+    def outer(connection: Connection) -> None:
+        uow.run(lambda inner: None)
+
+    with first_commit_carries(carrying(key, runs)) as carried:
+        uow.run(outer)
+    assert carried.committed and runs == [key]
+
+
+def test_outside_the_block_nothing_is_carried(uow: UnitOfWork) -> None:
+    key, runs = uuid.uuid4().hex, []
+    with first_commit_carries(carrying(key, runs)):
+        pass
+    uow.run(lambda connection: None)
+    assert runs == [] and not recorded(uow, key)

@@ -65,8 +65,13 @@ def first_commit_carries(work: FirstCommitWork) -> Iterator[FirstCommitWork]:
 
 def _pending_first_commit() -> FirstCommitWork | None:
     work = _FIRST_COMMIT.get()
-    # A transaction opened while another carries it (a nested unit of work) would wait on its rows.
-    return None if work is None or work.committed or work.in_transaction else work
+    if work is None or work.committed:
+        return None
+    if work.in_transaction:
+        # A unit of work opened inside the one carrying the work could neither carry it (it would wait
+        # on the outer transaction's rows) nor commit without it (an effect before the token is spent).
+        raise RuntimeError("a unit of work opened inside one that carries the request's first-commit work")
+    return work
 
 
 class UnitOfWork:

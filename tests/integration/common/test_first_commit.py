@@ -49,17 +49,17 @@ def test_a_single_statement_waits_for_a_transaction_that_carries_the_work(uow: U
     assert carried.committed and runs == [key] and recorded(uow, key)
 
 
-@pytest.mark.postgres_only  # SQLite has one writer: a unit of work inside another waits for it forever
-def test_a_unit_of_work_opened_inside_one_that_carries_the_work_does_not_carry_it(uow: UnitOfWork) -> None:
-    """It would wait on the outer transaction's uncommitted rows: the outer one is what carries it."""
+def test_a_unit_of_work_opened_inside_one_that_carries_the_work_is_refused(uow: UnitOfWork) -> None:
+    """It could neither carry the work (it would wait on the outer transaction's rows) nor commit without
+    it: a programming error, refused before it opens a transaction."""
     key, runs = uuid.uuid4().hex, []
 
     def outer(connection: Connection) -> None:
         uow.run(lambda inner: None)
 
-    with first_commit_carries(carrying(key, runs)) as carried:
+    with first_commit_carries(carrying(key, runs)) as carried, pytest.raises(RuntimeError, match="inside one"):
         uow.run(outer)
-    assert carried.committed and runs == [key]
+    assert not carried.committed and not recorded(uow, key)
 
 
 def test_outside_the_block_nothing_is_carried(uow: UnitOfWork) -> None:

@@ -167,6 +167,29 @@ def nets_plus_margin(network: Network, label: str) -> dict[str, int]:
     return dict(totals)
 
 
+def position(network: Network, brand: Brand, member: MemberIdentifier) -> tuple[int, int]:
+    """(available, debt) as the member's balance shows them."""
+    balance = network.checkout.get_balance(brand.ref, member)
+    return balance.available_points, balance.debt_points
+
+
+FIRST_QUARTER = ("2026-01", "2026-02", "2026-03")
+
+
+def close_first_quarter(network: Network) -> dict[str, tuple[dict[LineType, int], int]]:
+    """Closes January to March 2026; per partner code, its points per line type and its net over the three."""
+    network.clock.set(utc("2026-04-01T00:00:00"))
+    points: dict[str, dict[LineType, int]] = defaultdict(lambda: defaultdict(int))
+    nets: dict[str, int] = defaultdict(int)
+    for label in FIRST_QUARTER:
+        network.close(label)
+        for code, view in network.statements(label).items():
+            nets[code] += view.net_minor
+            for line in view.lines:
+                points[code][line.line_type] += line.points
+    return {code: (dict(points[code]), nets[code]) for code in nets}
+
+
 @contextmanager
 def own_network(
     database_url: str, start: datetime | None = None, settings: CheckoutSettings = SETTINGS

@@ -21,23 +21,27 @@ fixed they pass, the strict marker turns that into a failure, and the marker mus
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Iterator
 
 import pytest
 
 from common.idempotency import RequestKey
-from members.identifiers import MemberIdentifier
 from partners.rates import Billing
 from programme.households import Households, TransferCommand
 from programme.visibility import OPERATOR_STAFF
 from server.app import held_points
 from settlement.netting import LineType
 from tests.factories import phone, request_key
-from tests.integration.settlement.harness import Brand, Network, new_receipt, own_network, utc
+from tests.integration.settlement.harness import (
+    Network,
+    close_first_quarter,
+    new_receipt,
+    own_network,
+    position,
+    utc,
+)
 
 STAFF = "operator:support-alice"
-LABELS = ("2026-01", "2026-02", "2026-03")
 DEFECT = "known defect: a redemption refunded after its issuer's purchase was returned credits the issuer twice"
 
 
@@ -45,26 +49,6 @@ DEFECT = "known defect: a redemption refunded after its issuer's purchase was re
 def network(isolated_database_url: str) -> Iterator[Network]:
     with own_network(isolated_database_url, start=utc("2026-01-05T10:00:00")) as network:
         yield network
-
-
-def position(network: Network, brand: Brand, member: MemberIdentifier) -> tuple[int, int]:
-    """(available, debt) as the member's balance shows them."""
-    balance = network.checkout.get_balance(brand.ref, member)
-    return balance.available_points, balance.debt_points
-
-
-def close_all(network: Network) -> dict[str, tuple[dict[LineType, int], int]]:
-    """Closes January to March; per partner code, its points per line type and its net over the three."""
-    network.clock.set(utc("2026-04-01T00:00:00"))
-    points: dict[str, dict[LineType, int]] = defaultdict(lambda: defaultdict(int))
-    nets: dict[str, int] = defaultdict(int)
-    for label in LABELS:
-        network.close(label)
-        for code, view in network.statements(label).items():
-            nets[code] += view.net_minor
-            for line in view.lines:
-                points[code][line.line_type] += line.points
-    return {code: (dict(points[code]), nets[code]) for code in nets}
 
 
 def consumption_billed(found: tuple[dict[LineType, int], int]) -> tuple[int, int]:
@@ -92,7 +76,7 @@ def test_a_refunded_redemption_of_a_returned_purchases_points_does_not_credit_th
 
     assert refunded.points_restored == 200
     after_refund = position(network, issuer, member)
-    found = close_all(network)
+    found = close_first_quarter(network)
     # Both the purchase and the redemption are undone: the issuer is billed for no point in the end.
     # Expected, with the suggested fix: CONSUMPTION 200 (-2.40), CONSUMPTION_REVERSAL 200 (+2.40), net
     # 0.00 (its ISSUANCE and ISSUANCE_REVERSAL of 500 are priced at 0, as it is billed on redemption).
@@ -132,7 +116,7 @@ def test_a_refunded_redemption_of_transferred_points_of_a_returned_purchase_does
 
     assert refunded.points_restored == 200
     after_refund = position(network, issuer, sender), position(network, redeemer, recipient)
-    found = close_all(network)
+    found = close_first_quarter(network)
     # As above: expected CONSUMPTION 200, CONSUMPTION_REVERSAL 200, net 0.00; today the refund into the
     # recipient's lot credits the issuer 200 again (CONSUMPTION_REVERSAL 400, net +2.40).
     assert consumption_billed(found[issuer.code]) == (0, 0)

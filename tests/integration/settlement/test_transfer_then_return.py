@@ -11,7 +11,6 @@ and reconciles every closed period when the test ends.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Iterator
 from datetime import timedelta
 
@@ -28,11 +27,17 @@ from programme.visibility import OPERATOR_STAFF
 from server.app import held_points
 from settlement.netting import LineType
 from tests.factories import phone, request_key
-from tests.integration.settlement.harness import Brand, Network, new_receipt, own_network, utc
+from tests.integration.settlement.harness import (
+    Network,
+    close_first_quarter,
+    new_receipt,
+    own_network,
+    position,
+    utc,
+)
 
 STAFF = "operator:support-alice"
 SETTINGS = CheckoutSettings(identifier_pepper=b"t", points_lifetime_days=70)  # earned 2026-01-05: lapse 03-16
-LABELS = ("2026-01", "2026-02", "2026-03")
 
 
 @pytest.fixture
@@ -57,26 +62,6 @@ def send(households: Households, sender: MemberIdentifier, recipient: MemberIden
     households.transfer(RequestKey(STAFF, request_key().key), OPERATOR_STAFF, command)
 
 
-def position(network: Network, brand: Brand, member: MemberIdentifier) -> tuple[int, int]:
-    """(available, debt) as the member's balance shows them."""
-    balance = network.checkout.get_balance(brand.ref, member)
-    return balance.available_points, balance.debt_points
-
-
-def close_all(network: Network) -> dict[str, tuple[dict[LineType, int], int]]:
-    """Closes January to March; per partner code, its points per line type and its net over the three."""
-    network.clock.set(utc("2026-04-01T00:00:00"))
-    points: dict[str, dict[LineType, int]] = defaultdict(lambda: defaultdict(int))
-    nets: dict[str, int] = defaultdict(int)
-    for label in LABELS:
-        network.close(label)
-        for code, view in network.statements(label).items():
-            nets[code] += view.net_minor
-            for line in view.lines:
-                points[code][line.line_type] += line.points
-    return {code: (dict(points[code]), nets[code]) for code in nets}
-
-
 def test_an_issuer_is_not_paid_for_transferred_points_of_a_returned_purchase_that_lapse(
     network: Network, households: Households
 ) -> None:
@@ -96,7 +81,7 @@ def test_an_issuer_is_not_paid_for_transferred_points_of_a_returned_purchase_tha
     assert (position(network, store, sender), position(network, store, recipient)) == ((0, 0), (1, 0))
     network.clock.set(utc("2026-03-20T10:00:00"))
     assert expire_lapsed_points(network.uow, held_points).points_expired == 1  # the recipient's own point
-    found = close_all(network)[store.code]
+    found = close_first_quarter(network)[store.code]
     # Nobody ever spent a point of this issuer: it neither pays nor is paid.
     assert (found[0].get(LineType.CONSUMPTION, 0), found[0].get(LineType.CONSUMPTION_REVERSAL, 0), found[1]) == (
         0, 0, 0,
@@ -130,7 +115,7 @@ def test_points_a_household_member_spent_are_billed_then_credited_back_and_only_
     network.clock.set(utc("2026-03-10T10:00:00"))
     assert network.earn(store, sender, 150).debt_repaid_points == 150  # repaying is spending: billed
 
-    found = close_all(network)
+    found = close_first_quarter(network)
     # The store is billed for the 200 the recipient spent and credited them back with the return (the
     # purchase they came from is undone), then billed for the 150 its new points repaid: 150 x 0.012.
     assert found[store.code] == (
@@ -177,7 +162,7 @@ def test_an_issuer_billed_on_issuance_gets_back_what_it_paid_and_a_chain_of_tran
     assert (second.points_reversed, second.debt_created_points) == (250, 100)
     assert [position(network, redeemer, member) for member in (recipient, third)] == [(30, 0), (0, 0)]
     assert position(network, store, sender) == (0, 100)
-    found = close_all(network)
+    found = close_first_quarter(network)
     # Billed 6.00 for the 500 it issued, credited 6.00 when they were all taken back.
     assert found[store.code] == ({LineType.ISSUANCE: 500, LineType.ISSUANCE_REVERSAL: 500}, 0)
     assert found[redeemer.code] == ({LineType.ISSUANCE: 30, LineType.REDEMPTION: 100}, 100 - 36)
@@ -201,7 +186,7 @@ def test_transferred_points_that_lapsed_before_the_return_count_as_taken_back(
     # Already gone unspent: nothing left to take, nothing to owe, nothing to post.
     assert (returned.points_reversed, returned.debt_created_points, returned.reversal_transaction_id) == (500, 0, "")
     assert position(network, store, sender) == (0, 0)
-    found = close_all(network)[store.code]
+    found = close_first_quarter(network)[store.code]
     assert found == ({LineType.ISSUANCE: 500, LineType.BREAKAGE: 500}, 0)
 
 
@@ -225,7 +210,7 @@ def test_a_promotions_bonus_points_are_taken_back_from_the_household_member_too(
 
     assert (returned.points_reversed, returned.bonus_points_reversed, returned.debt_created_points) == (200, 100, 0)
     assert (position(network, store, sender), position(network, store, recipient)) == ((0, 0), (0, 0))
-    found = close_all(network)[store.code]
+    found = close_first_quarter(network)[store.code]
     assert found == ({LineType.ISSUANCE: 300, LineType.ISSUANCE_REVERSAL: 300}, 0)
 
 
@@ -256,7 +241,7 @@ def test_points_given_back_to_the_buyer_are_still_the_purchases_own_lot(
     assert [(first.points_reversed, first.debt_created_points), (second.points_reversed,
             second.debt_created_points)] == [(100, 0), (400, 50)]  # fmt: skip
     assert (position(network, store, sender), position(network, redeemer, recipient)) == ((0, 50), (0, 0))
-    found = close_all(network)
+    found = close_first_quarter(network)
     # The store is billed for the 100 the buyer spent and credited them back; nothing else of its moves.
     assert found[store.code] == (
         {LineType.ISSUANCE: 500, LineType.CONSUMPTION: 100, LineType.ISSUANCE_REVERSAL: 500,

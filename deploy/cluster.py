@@ -35,6 +35,8 @@ HAPROXY_CONFIG = REPO_ROOT / "deploy" / "haproxy" / "haproxy.cfg"
 PROMETHEUS_CONFIG_DIR = REPO_ROOT / "deploy" / "prometheus"
 #: haproxy.cfg has this many COALITION_REPLICA_<n> slots; on two cores more would only compete anyway.
 MAX_REPLICAS = 8
+#: How long HAProxy takes to see a replica's health turn NOT_SERVING (two failed checks, haproxy.cfg).
+HAPROXY_NOTICES_SECONDS = 6.0
 DEFAULT_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 DEFAULT_DATABASE_NAME = "coalition_cluster"
 STARTUP_TIMEOUT_SECONDS = 30.0
@@ -290,6 +292,8 @@ class Cluster:
             "LOYALTY_METRICS_ADDRESS": f"{LOOPBACK}:{replica.metrics_port}",
             "LOYALTY_WORKERS": str(self.settings.workers),
             "LOYALTY_SHUTDOWN_GRACE_SECONDS": str(self.settings.shutdown_grace_seconds),
+            # HAProxy takes a NOT_SERVING replica out within about 5 s (haproxy.cfg): serve until then.
+            "LOYALTY_SHUTDOWN_DRAIN_SECONDS": str(HAPROXY_NOTICES_SECONDS),
         }
         replica.process = _spawn([sys.executable, "-m", "server.cli", "serve"], environment, replica.log_path)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -166,10 +167,18 @@ class RunningServer:
         self.server.start()
         threading.Thread(target=self._maintain, name="maintenance", daemon=True).start()
 
-    def stop(self, grace_seconds: float | None = None) -> None:
-        """Drains: health goes NOT_SERVING, new RPCs are refused, in-flight ones get the grace period."""
+    def stop(self, grace_seconds: float | None = None, *, drain_seconds: float | None = None) -> None:
+        """Drains: health goes NOT_SERVING, new RPCs are refused, in-flight ones get the grace period.
+
+        With a drain period calls are still served for that long after health turns NOT_SERVING: a
+        balancer that follows health (HAProxy) sends new calls on its open connections until it sees
+        that, and a call sent there once the server refuses new ones would fail as CANCELLED.
+        """
         self._stopping.set()
         self.health.enter_graceful_shutdown()
+        drain = self.app.settings.shutdown_drain_seconds if drain_seconds is None else drain_seconds
+        if drain > 0:
+            time.sleep(drain)
         grace = self.app.settings.shutdown_grace_seconds if grace_seconds is None else grace_seconds
         self.server.stop(grace).wait()
         self.app.engine.dispose()

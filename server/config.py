@@ -64,6 +64,11 @@ class Settings:
     )
     enable_reflection: bool = _setting(False, "Serve gRPC reflection (development only)")
     shutdown_grace_seconds: float = _setting(10.0, "On SIGTERM, how long in-flight RPCs may finish")
+    shutdown_drain_seconds: float = _setting(
+        0.0,
+        "On SIGTERM, how long to go on serving while health says NOT_SERVING, before refusing new calls "
+        "(for a balancer that follows health, such as HAProxy; Kubernetes' preStop does this instead)",
+    )
     settlement_period: str = _setting("month", "Settlement period length: month (UTC calendar), week (ISO) or day")
     settlement_payment_due_days: int = _setting(14, "Days after a period ends that its statements are due")
     keys_dir: str = _setting("var/keys", "Where `seed-demo` writes demo keys and the demo reads them")

@@ -309,9 +309,11 @@ class AuthInterceptor(_ServerInterceptor):
                 metrics.AUTH_FAILURES_TOTAL.labels(reason=error.reason).inc()
                 raise
 
+        claims_with_work = details.method.startswith(self.claim_with_work)
+
         def spent(claim: TokenClaim) -> Any:
             """Where the claim is spent: now, or by the call's first committed transaction."""
-            if handler.response_streaming or not details.method.startswith(self.claim_with_work):
+            if not claims_with_work:
                 self.verifier.spend(claim)
                 return nullcontext()
             return self.verifier.spent_by_first_commit(claim)

@@ -13,7 +13,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from loyalty.v1 import partner_admin_service_pb2 as admin_pb
 
-from sdk.client import CoalitionClient, Credentials
+from sdk.client import CoalitionClient, Credentials, error_info
 from sdk.tokens import SigningKey, generate_key_pair
 from server.app import Application, RunningServer, create_server
 from server.config import Settings
@@ -128,3 +128,11 @@ def onboard(operator: CoalitionClient, target: str) -> Iterator[Callable[..., Pa
     yield make
     for client in clients:
         client.close()
+
+
+def reason_of(call: Callable[[], object]) -> tuple[grpc.StatusCode, str]:
+    """The status code and ErrorInfo reason a call fails with."""
+    with pytest.raises(grpc.RpcError) as raised:
+        call()
+    info = error_info(raised.value)
+    return raised.value.code(), info.reason if info else ""

@@ -6,13 +6,11 @@ import uuid
 from collections.abc import Callable
 
 import grpc
-import pytest
 from loyalty.v1 import checkout_service_pb2 as pb
 from loyalty.v1 import partner_admin_service_pb2 as admin_pb
 from sqlalchemy import Engine
 
-from sdk.client import error_info
-from tests.e2e.conftest import DEFAULT_TERMS, Partner
+from tests.e2e.conftest import DEFAULT_TERMS, Partner, reason_of
 from tests.factories import phone
 from tests.invariants import assert_invariants
 
@@ -28,13 +26,6 @@ def earn(partner: Partner, member: pb.MemberIdentifier, total_minor: int, **fiel
     )  # fmt: skip
     response: pb.EarnPointsResponse = partner.client.checkout.EarnPoints(request)
     return response
-
-
-def reason_of(call: Callable[[], object]) -> tuple[grpc.StatusCode, str]:
-    with pytest.raises(grpc.RpcError) as raised:
-        call()
-    info = error_info(raised.value)
-    return raised.value.code(), info.reason if info else ""
 
 
 def test_cross_brand_journey(onboard: Callable[..., Partner], engine: Engine) -> None:

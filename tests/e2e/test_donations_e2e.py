@@ -6,20 +6,11 @@ import uuid
 from collections.abc import Callable
 
 import grpc
-import pytest
 from loyalty.v1 import checkout_service_pb2 as pb
 from loyalty.v1 import partner_admin_service_pb2 as admin_pb
 
-from sdk.client import error_info
-from tests.e2e.conftest import Partner
+from tests.e2e.conftest import Partner, reason_of
 from tests.factories import phone
-
-
-def reason_of(call: Callable[[], object]) -> tuple[grpc.StatusCode, str]:
-    with pytest.raises(grpc.RpcError) as raised:
-        call()
-    info = error_info(raised.value)
-    return raised.value.code(), info.reason if info else ""
 
 
 def test_a_member_gives_points_to_a_charity_through_a_partner(onboard: Callable[..., Partner]) -> None:

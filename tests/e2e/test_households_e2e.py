@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -22,10 +22,10 @@ from loyalty.v1 import member_service_pb2 as member_pb
 from loyalty.v1 import partner_admin_service_pb2 as admin_pb
 
 from common.clock import ManualClock
-from sdk.client import CoalitionClient, Credentials, error_info
+from sdk.client import CoalitionClient, Credentials
 from server.app import RunningServer
 from tests.conftest import drop_postgres_database, fresh_postgres_database
-from tests.e2e.conftest import OPERATOR_KEY_ID, OperatorKey
+from tests.e2e.conftest import OPERATOR_KEY_ID, OperatorKey, reason_of
 from tests.e2e.test_cli import COMMAND
 from tests.e2e.test_settlement_cli import cli_connection, onboard, start_own_server
 from tests.factories import phone
@@ -87,13 +87,6 @@ def network(
         running.stop(0)
         if request.param == "postgresql":
             drop_postgres_database(database_url)
-
-
-def reason_of(call: Callable[[], object]) -> tuple[grpc.StatusCode, str]:
-    with pytest.raises(grpc.RpcError) as raised:
-        call()
-    info = error_info(raised.value)
-    return raised.value.code(), info.reason if info else ""
 
 
 def earn(shop: CoalitionClient, member: Member, points: int, receipt: str = "") -> str:

@@ -11,7 +11,7 @@ import io
 import json
 import subprocess
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -24,9 +24,9 @@ from loyalty.v1 import partner_admin_service_pb2 as admin_pb
 
 from common.clock import ManualClock
 from programme.policy import add_months
-from sdk.client import CoalitionClient, Credentials, error_info
+from sdk.client import CoalitionClient, Credentials
 from server.app import RunningServer
-from tests.e2e.conftest import OPERATOR_KEY_ID, OperatorKey
+from tests.e2e.conftest import OPERATOR_KEY_ID, OperatorKey, reason_of
 from tests.e2e.test_cli import COMMAND
 from tests.e2e.test_settlement_cli import cli_connection, onboard, start_own_server
 from tests.factories import phone
@@ -81,13 +81,6 @@ def network(tmp_path_factory: pytest.TempPathFactory, operator_key: OperatorKey)
     with CoalitionClient(target, admin) as client:
         yield Network(running, clock, target, client, operator_key, options, environment)
     running.stop(0)
-
-
-def reason_of(call: Callable[[], object]) -> tuple[grpc.StatusCode, str]:
-    with pytest.raises(grpc.RpcError) as raised:
-        call()
-    info = error_info(raised.value)
-    return raised.value.code(), info.reason if info else ""
 
 
 def earn(shop: Shop, member: checkout_pb.MemberIdentifier, points: int, receipt: str = "") -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import subprocess
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,9 +21,9 @@ from loyalty.v1 import network_policy_service_pb2 as pb
 from loyalty.v1 import partner_admin_service_pb2 as admin_pb
 
 from common.clock import ManualClock
-from sdk.client import CoalitionClient, Credentials, error_info
+from sdk.client import CoalitionClient, Credentials
 from server.app import RunningServer, expire_points_and_report
-from tests.e2e.conftest import OPERATOR_KEY_ID, OperatorKey
+from tests.e2e.conftest import OPERATOR_KEY_ID, OperatorKey, reason_of
 from tests.e2e.test_cli import COMMAND
 from tests.e2e.test_settlement_cli import cli_connection, onboard, start_own_server
 from tests.factories import phone
@@ -64,13 +64,6 @@ def network(tmp_path_factory: pytest.TempPathFactory, operator_key: OperatorKey)
     with CoalitionClient(target, admin) as client:
         yield Network(running, clock, target, client, operator_key, directory, options, environment)
     running.stop(0)
-
-
-def reason_of(call: Callable[[], object]) -> tuple[grpc.StatusCode, str]:
-    with pytest.raises(grpc.RpcError) as raised:
-        call()
-    info = error_info(raised.value)
-    return raised.value.code(), info.reason if info else ""
 
 
 def expiry(lifetime_months: int = 24, inactivity_months: int | None = None, soon_days: int = 30) -> pb.NetworkPolicy:

@@ -13,21 +13,14 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from loyalty.v1 import checkout_service_pb2 as pb
 from loyalty.v1 import partner_admin_service_pb2 as admin_pb
 
-from sdk.client import CoalitionClient, Credentials, error_info
+from sdk.client import CoalitionClient, Credentials
 from sdk.tokens import generate_key_pair
-from tests.e2e.conftest import DEFAULT_TERMS, Partner
+from tests.e2e.conftest import DEFAULT_TERMS, Partner, reason_of
 from tests.factories import phone
 
 
 def new_partner_id() -> str:
     return f"p-{uuid.uuid4().hex[:12]}"
-
-
-def reason_of(call: Callable[[], object]) -> tuple[grpc.StatusCode, str]:
-    with pytest.raises(grpc.RpcError) as raised:
-        call()
-    info = error_info(raised.value)
-    return raised.value.code(), info.reason if info else ""
 
 
 def earn(client: CoalitionClient, total_minor: int = 10_000) -> pb.EarnPointsResponse:

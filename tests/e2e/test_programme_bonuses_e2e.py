@@ -8,7 +8,7 @@ its clock past a tier's lapse date.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -22,9 +22,9 @@ from loyalty.v1 import partner_admin_service_pb2 as admin_pb
 from loyalty.v1 import partner_programme_service_pb2 as programme_pb
 
 from common.clock import ManualClock
-from sdk.client import CoalitionClient, Credentials, error_info
+from sdk.client import CoalitionClient, Credentials
 from server.app import RunningServer, review_tiers_and_report
-from tests.e2e.conftest import OPERATOR_KEY_ID, OperatorKey
+from tests.e2e.conftest import OPERATOR_KEY_ID, OperatorKey, reason_of
 from tests.e2e.test_network_policy_e2e import expiry
 from tests.e2e.test_settlement_cli import onboard, start_own_server
 from tests.factories import phone
@@ -65,13 +65,6 @@ def network(tmp_path_factory: pytest.TempPathFactory, operator_key: OperatorKey)
         )
         yield Network(running, clock, target, client)
     running.stop(0)
-
-
-def reason_of(call: Callable[[], object]) -> tuple[grpc.StatusCode, str]:
-    with pytest.raises(grpc.RpcError) as raised:
-        call()
-    info = error_info(raised.value)
-    return raised.value.code(), info.reason if info else ""
 
 
 def earn(shop: CoalitionClient, member: pb.MemberIdentifier, euros: int, receipt: str = "") -> pb.EarnPointsResponse:

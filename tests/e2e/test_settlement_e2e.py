@@ -10,7 +10,7 @@ import hashlib
 import json
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -22,10 +22,10 @@ from loyalty.v1 import partner_admin_service_pb2 as admin_pb
 from loyalty.v1 import settlement_service_pb2 as settlement_pb
 
 from common.clock import ManualClock
-from sdk.client import CoalitionClient, Credentials, error_info
+from sdk.client import CoalitionClient, Credentials
 from sdk.tokens import generate_key_pair
 from server.app import Application, RunningServer, create_server
-from tests.e2e.conftest import DEFAULT_TERMS, OPERATOR_KEY_ID, OperatorKey, Partner, server_settings
+from tests.e2e.conftest import DEFAULT_TERMS, OPERATOR_KEY_ID, OperatorKey, Partner, reason_of, server_settings
 from tests.factories import phone
 from tests.invariants import assert_invariants
 
@@ -104,13 +104,6 @@ def wait_until_serving(running: RunningServer) -> None:
         while health.Check(health_pb2.HealthCheckRequest()).status != health_pb2.HealthCheckResponse.SERVING:
             assert time.monotonic() < deadline, "server never became SERVING"
             time.sleep(0.05)
-
-
-def reason_of(call: Callable[[], object]) -> tuple[grpc.StatusCode, str]:
-    with pytest.raises(grpc.RpcError) as raised:
-        call()
-    info = error_info(raised.value)
-    return raised.value.code(), info.reason if info else ""
 
 
 def earn(partner: Partner, member: pb.MemberIdentifier, points: int) -> None:

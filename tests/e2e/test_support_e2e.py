@@ -14,9 +14,9 @@ import pytest
 from loyalty.v1 import checkout_service_pb2 as checkout_pb
 from loyalty.v1 import support_service_pb2 as pb
 
-from sdk.client import CoalitionClient, Credentials, error_info
+from sdk.client import CoalitionClient, Credentials
 from sdk.tokens import write_private_key
-from tests.e2e.conftest import OPERATOR_KEY_ID, OperatorKey, Partner
+from tests.e2e.conftest import OPERATOR_KEY_ID, OperatorKey, Partner, reason_of
 from tests.e2e.test_cli import COMMAND, REPOSITORY
 from tests.factories import phone
 
@@ -36,13 +36,6 @@ def staff(target: str, operator_key: OperatorKey) -> Iterator[Callable[..., Coal
     yield make
     for client in clients:
         client.close()
-
-
-def reason_of(call: Callable[[], object]) -> tuple[grpc.StatusCode, str]:
-    with pytest.raises(grpc.RpcError) as raised:
-        call()
-    info = error_info(raised.value)
-    return raised.value.code(), info.reason if info else ""
 
 
 def member_with_points(shop: Partner, points: int) -> checkout_pb.MemberIdentifier:

@@ -25,11 +25,9 @@ class DatabaseReplayGuard:
         the composition root's guard (server.auth_stores.KeyCheckedReplayGuard). This one refuses to
         claim for a partner key rather than skip that check.
         """
-        if partner_key_id is not None:
-            raise TypeError(
-                "this replay guard cannot confirm partner keys; use server.auth_stores.KeyCheckedReplayGuard"
-            )
-        return self.uow.run_statement(lambda connection: self.claim_in(connection, issuer, jti, expires_at))
+        return self.uow.run_statement(
+            lambda connection: self.claim_in(connection, issuer, jti, expires_at, partner_key_id=partner_key_id)
+        )
 
     def claim_in(
         self, connection: Connection, issuer: str, jti: str, expires_at: datetime, *, partner_key_id: str | None = None

@@ -92,11 +92,6 @@ _CLAIMS = {name: _claim_while_unrevoked(name) for name in ("postgresql", "sqlite
 class KeyCheckedReplayGuard(DatabaseReplayGuard):
     """The durable replay guard, claiming a partner token's id only while its key is unrevoked."""
 
-    def claim(self, issuer: str, jti: str, expires_at: datetime, *, partner_key_id: str | None = None) -> bool:
-        return self.uow.run_statement(
-            lambda connection: self.claim_in(connection, issuer, jti, expires_at, partner_key_id=partner_key_id)
-        )
-
     def claim_in(
         self, connection: Connection, issuer: str, jti: str, expires_at: datetime, *, partner_key_id: str | None = None
     ) -> bool:

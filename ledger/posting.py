@@ -62,20 +62,25 @@ class Ledger:
         issued_account = self.repository.account_id("PARTNER_ISSUED", _owner(lot.issuer_partner_id))
         repaid = min(member.debt_points, points)
         credited = points - repaid
-        posted = self._post(
-            posting,
+        lines = _balanced(
             points,
             [(issued_account, DEBIT, points), (member.points_account_id, CREDIT, credited),
              (member.debt_account_id, CREDIT, repaid)],
         )  # fmt: skip
-        lot_id = self.repository.insert_lot(
-            member_id=member.member_id, issuer_partner_id=lot.issuer_partner_id,
-            source_transaction_id=posted.transaction_id, contract_version_id=lot.contract_version_id,
-            points=points, remaining_points=credited, issuance_price=lot.issuance_price, currency=lot.currency,
-            earned_at=lot.earned_at, available_at=lot.available_at, expires_at=lot.expires_at,
+        public_id = new_id()
+        transaction_id, lot_id = self.repository.insert_earn(
+            {"public_id": public_id, "points": points, "recorded_at": self.recorded_at, **vars(posting)},
+            lines,
+            {
+                "member_id": member.member_id, "issuer_partner_id": lot.issuer_partner_id,
+                "contract_version_id": lot.contract_version_id, "points": points, "remaining_points": credited,
+                "issuance_price": lot.issuance_price, "currency": lot.currency, "earned_at": lot.earned_at,
+                "available_at": lot.available_at, "expires_at": lot.expires_at,
+            },
+            points_delta=credited, debt_delta=-repaid,
         )  # fmt: skip
+        posted = Posted(transaction_id, public_id)
         self._movements(posted, "DEBT_REPAYMENT", [(lot_id, -repaid)])
-        self.repository.change_member_balance(member.member_id, credited, -repaid)
         return posted, lot_id, repaid
 
     def spend(self, member: MemberAccounts, posting: Posting, plan: list[tuple[int, int]]) -> Posted:
@@ -260,11 +265,7 @@ class Ledger:
         return posted, new_lots
 
     def _post(self, posting: Posting, points: int, lines: list[tuple[int, str, int]]) -> Posted:
-        lines = [line for line in lines if line[2] > 0]
-        debits = sum(amount for _, side, amount in lines if side == DEBIT)
-        credits = sum(amount for _, side, amount in lines if side == CREDIT)
-        if debits != credits or debits != points:
-            raise AssertionError(f"unbalanced posting: {debits} debit, {credits} credit, {points} points")
+        lines = _balanced(points, lines)
         public_id = new_id()
         transaction_id = self.repository.insert_transaction(
             public_id=public_id, points=points, recorded_at=self.recorded_at, **vars(posting)
@@ -295,6 +296,17 @@ class Ledger:
                 if delta != 0
             ]
         )
+
+
+def _balanced(points: int, lines: list[tuple[int, str, int]]) -> list[tuple[int, str, int]]:
+    """The posting's lines (account, side, amount) without the empty ones; debits and credits must
+    both come to ``points``."""
+    lines = [line for line in lines if line[2] > 0]
+    debits = sum(amount for _, side, amount in lines if side == DEBIT)
+    credits = sum(amount for _, side, amount in lines if side == CREDIT)
+    if debits != credits or debits != points:
+        raise AssertionError(f"unbalanced posting: {debits} debit, {credits} credit, {points} points")
+    return lines
 
 
 def _owner(partner_id: int | None) -> int:

@@ -82,6 +82,57 @@ _CHANGE_BALANCE = Prebuilt(
     )
 )
 
+
+def _earn_in_one_statement(entry_count: int) -> Prebuilt:
+    """PostgreSQL: an earn's journal transaction, its entries, its lot and the member's balance change
+    as one statement of data-modifying CTEs, where apart they cost four round trips (and on a busy
+    server each round trip costs a thread switch as well). The entries and the lot take the new
+    transaction's id from its CTE; PostgreSQL runs every CTE once, whether the SELECT reads it or not."""
+    posted = (
+        transactions.insert()
+        .values({column.name: _bound("transaction", column) for column in transactions.c if column.name != "id"})
+        .returning(transactions.c.id)
+        .cte("posted_transaction")
+    )
+    posted_id = select(posted.c.id).scalar_subquery()
+    entry_rows = [
+        {"transaction_id": posted_id} | {name: _bound(f"entry{index}", entries.c[name]) for name in _ENTRY_VALUES}
+        for index in range(entry_count)
+    ]
+    posted_entries = entries.insert().values(entry_rows).returning(entries.c.id).cte("posted_entries")
+    new_lot = (
+        lots.insert()
+        .values(
+            source_transaction_id=posted_id,
+            **{column.name: _bound("lot", column) for column in lots.c if column.name not in _LOT_NOT_BOUND},
+        )
+        .returning(lots.c.id)
+        .cte("new_lot")
+    )
+    changed_balance = (
+        balances.update()
+        .where(balances.c.member_id == bindparam("member"))
+        .values(
+            points_balance=balances.c.points_balance + bindparam("points_delta"),
+            debt_points=balances.c.debt_points + bindparam("debt_delta"),
+        )
+        .returning(balances.c.member_id)
+        .cte("changed_balance")
+    )
+    return Prebuilt(select(posted.c.id, new_lot.c.id).add_cte(posted_entries, changed_balance))
+
+
+_ENTRY_VALUES = ("account_id", "side", "amount_points")
+_LOT_NOT_BOUND = ("id", "source_transaction_id")
+
+
+def _bound(prefix: str, column: Any) -> Any:
+    return bindparam(f"{prefix}_{column.name}", type_=column.type)
+
+
+# By the number of entries (an earn that repays debt has three).
+_EARNS_IN_ONE_STATEMENT = {count: _earn_in_one_statement(count) for count in (1, 2, 3)}
+
 # Batch statements (a batch of card items): one statement for many members, lots or transactions.
 _LOCK_MEMBERS = (
     select(*_MEMBER_ACCOUNTS)
@@ -301,6 +352,36 @@ class LedgerRepository:
 
     def insert_entries(self, rows: list[dict[str, Any]]) -> None:
         _INSERT_ENTRIES.run_many(self.connection, rows)
+
+    def insert_earn(
+        self, transaction: dict[str, Any], lines: list[tuple[int, str, int]], lot: dict[str, Any],
+        points_delta: int, debt_delta: int,
+    ) -> tuple[int, int]:  # fmt: skip
+        """An earn's journal transaction with its entries (account, side, amount), the lot it credits and
+        the change to the lot owner's balances; the new transaction's and lot's ids.
+
+        The same rows as insert_transaction, insert_entries, insert_lot and change_member_balance
+        write, on PostgreSQL in one statement (the checkout's hottest path), elsewhere in four.
+        """
+        member_id = lot["member_id"]
+        statement = _EARNS_IN_ONE_STATEMENT.get(len(lines))
+        if self.connection.dialect.name != "postgresql" or statement is None:
+            transaction_id = self.insert_transaction(**transaction)
+            self.insert_entries([
+                {"transaction_id": transaction_id, "account_id": account, "side": side, "amount_points": amount}
+                for account, side, amount in lines
+            ])  # fmt: skip
+            lot_id = self.insert_lot(source_transaction_id=transaction_id, **lot)
+            self.change_member_balance(member_id, points_delta, debt_delta)
+            return transaction_id, lot_id
+        parameters = {f"transaction_{name}": value for name, value in transaction.items()}
+        for index, (account, side, amount) in enumerate(lines):
+            parameters |= {f"entry{index}_account_id": account, f"entry{index}_side": side,
+                           f"entry{index}_amount_points": amount}  # fmt: skip
+        parameters |= {"lot_origin_lot_id": None} | {f"lot_{name}": value for name, value in lot.items()}
+        parameters |= {"member": member_id, "points_delta": points_delta, "debt_delta": debt_delta}
+        transaction_id, lot_id = statement.one(self.connection, parameters)
+        return int(transaction_id), int(lot_id)
 
     def insert_lot(self, **values: Any) -> int:
         return int(_INSERT_LOT.scalar_one(self.connection, values))

@@ -1,0 +1,85 @@
+"""On PostgreSQL an earn's journal transaction, entries, lot and balance change go as one statement of
+data-modifying CTEs (LedgerRepository.insert_earn); it must write exactly what the four statements write."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from sqlalchemy import Connection, select
+
+import ledger.repository
+from checkout.commands import Basket, EarnCommand
+from checkout.services import CheckoutService
+from checkout.session import CheckoutSettings
+from common.uow import UnitOfWork
+from ledger.repository import LedgerRepository, balances, entries, lots, transactions
+from members.repository import members
+from tests.factories import create_partner, phone
+
+AT = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+def _member(connection: Connection, member_number: str) -> tuple[int, int, int, int, int]:
+    row = connection.execute(
+        select(balances.c.member_id, balances.c.points_account_id, balances.c.debt_account_id,
+               balances.c.points_balance, balances.c.debt_points)
+        .join(members, members.c.id == balances.c.member_id)
+        .where(members.c.member_number == member_number)
+    ).one()  # fmt: skip
+    return (int(row[0]), int(row[1]), int(row[2]), int(row[3]), int(row[4]))
+
+
+def _written(connection: Connection, transaction_id: int, lot_id: int) -> dict[str, Any]:
+    """What an earn wrote, without the ids the database or the caller chose."""
+    transaction = connection.execute(select(transactions).where(transactions.c.id == transaction_id)).one()
+    lines = connection.execute(
+        select(entries.c.account_id, entries.c.side, entries.c.amount_points)
+        .where(entries.c.transaction_id == transaction_id)
+        .order_by(entries.c.id)
+    ).all()
+    lot = connection.execute(select(lots).where(lots.c.id == lot_id)).one()
+    assert lot.source_transaction_id == transaction_id
+    return {
+        "transaction": transaction._asdict() | {"id": None, "public_id": None},
+        "entries": [tuple(line) for line in lines],
+        "lot": lot._asdict() | {"id": None, "source_transaction_id": None},
+    }
+
+
+@pytest.mark.parametrize("line_count", [1, 2, 3])
+def test_one_statement_writes_what_four_statements_write(
+    uow: UnitOfWork, monkeypatch: pytest.MonkeyPatch, line_count: int
+) -> None:
+    shop = create_partner(uow)
+    service = CheckoutService(uow, CheckoutSettings(identifier_pepper=b"test"))
+    command = EarnCommand(phone(), uuid.uuid4().hex, Basket("EUR", 1_000), enroll_if_unknown=True)
+    member_number = service.earn_points(shop, uuid.uuid4().hex, command).result.member_number
+
+    def earn(connection: Connection) -> tuple[dict[str, Any], tuple[int, int]]:
+        member_id, points_account, debt_account, points_before, debt_before = _member(connection, member_number)
+        # The sides need not balance here: the repository writes what the Ledger (which checks them) gives.
+        lines = [(points_account, "C", 4), (debt_account, "C", 3), (points_account, "D", 7)][:line_count]
+        transaction = {
+            "public_id": uuid.uuid4().hex, "kind": "EARN", "partner_id": shop.partner_id, "member_id": member_id,
+            "contract_version_id": None, "points": 7, "receipt_id": "R-1", "amount_minor": 700, "currency": "EUR",
+            "references_transaction_id": None, "business_time": AT, "recorded_at": AT,
+        }  # fmt: skip
+        lot = {
+            "member_id": member_id, "issuer_partner_id": shop.partner_id, "contract_version_id": None, "points": 7,
+            "remaining_points": 4, "issuance_price": Decimal("0.012"), "currency": "EUR", "earned_at": AT,
+            "available_at": AT, "expires_at": datetime(2028, 3, 1, tzinfo=UTC),
+        }  # fmt: skip
+        repository = LedgerRepository(connection)
+        transaction_id, lot_id = repository.insert_earn(transaction, lines, lot, points_delta=4, debt_delta=2)
+        after = _member(connection, member_number)
+        return _written(connection, transaction_id, lot_id), (after[3] - points_before, after[4] - debt_before)
+
+    together = uow.run(earn)
+    monkeypatch.setattr(ledger.repository, "_EARNS_IN_ONE_STATEMENT", {})
+    apart = uow.run(earn)
+    assert together == apart
+    assert together[1] == (4, 2)

@@ -1,9 +1,13 @@
 """On PostgreSQL an earn's journal transaction, entries, lot and balance change go as one statement of
-data-modifying CTEs (LedgerRepository.insert_earn); it must write exactly what the four statements write."""
+data-modifying CTEs (LedgerRepository.insert_earn); it must write exactly what the four statements write.
+
+The rows written here are not a real earn (no balanced posting, a receipt twice), so the test has a
+database of its own: the shared one is checked against the ledger's invariants."""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -15,6 +19,8 @@ import ledger.repository
 from checkout.commands import Basket, EarnCommand
 from checkout.services import CheckoutService
 from checkout.session import CheckoutSettings
+from common.clock import ManualClock
+from common.db import create_engine
 from common.uow import UnitOfWork
 from ledger.repository import LedgerRepository, balances, entries, lots, transactions
 from members.repository import members
@@ -48,6 +54,13 @@ def _written(connection: Connection, transaction_id: int, lot_id: int) -> dict[s
         "entries": [tuple(line) for line in lines],
         "lot": lot._asdict() | {"id": None, "source_transaction_id": None},
     }
+
+
+@pytest.fixture
+def uow(isolated_database_url: str, clock: ManualClock) -> Iterator[UnitOfWork]:
+    engine = create_engine(isolated_database_url, pool_size=1)
+    yield UnitOfWork(engine, clock)
+    engine.dispose()
 
 
 @pytest.mark.parametrize("line_count", [1, 2, 3])

@@ -6,13 +6,19 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, func, select
+from sqlalchemy import LABEL_STYLE_TABLENAME_PLUS_COL, Connection, and_, bindparam, func, literal, select, true
 
 from checkout.models import Hold, OfflineRedemptionDay, PartnerDailyIssuance, Purchase
 from common.db import table_of
 from common.sql import Prebuilt, insert_ignoring_conflict
 from ledger.repository import MemberAccounts, balances
 from members.repository import MemberRow, identifiers, links, members
+from partners.rates import ContractVersionView
+from partners.repository import version_in_force_of, version_in_force_select
+from programme.partner_programme import ActivePromotion, active_promotion_of, best_promotion_select
+from programme.policy import PolicyVersionView
+from programme.repository import in_force_select as policy_in_force_select
+from programme.repository import version_of as policy_version_of
 
 holds = table_of(Hold)
 purchases = table_of(Purchase)
@@ -110,9 +116,50 @@ class LockedMember:
     is_linked: bool
 
 
+@dataclass(frozen=True)
+class EarnReads:
+    """What every earn reads before it writes: the partner's contract version in force (with whether the
+    partner is active), its best promotion running, and the network policy version in force."""
+
+    version: tuple[ContractVersionView, bool] | None
+    promotion: ActivePromotion | None
+    policy: PolicyVersionView | None
+
+
+def _earn_reads() -> tuple[Prebuilt, tuple[int, int]]:
+    """The three reads as one statement, each its package's own query as a derived table outer-joined
+    to one row (a read that finds nothing gives NULLs): one round trip where there were three. The
+    contract and promotion are those at the business time, the policy the one in force now. Also the
+    column counts after which the promotion's and the policy's columns start."""
+    version = version_in_force_select(bindparam("partner"), bindparam("business_time")).subquery("version")
+    promotion = best_promotion_select(bindparam("partner"), bindparam("business_time")).subquery("promotion")
+    policy = policy_in_force_select(bindparam("now")).subquery("policy")
+    one_row = select(literal(1).label("one")).subquery("one_row")
+    statement = (
+        select(*version.c, *promotion.c, *policy.c)
+        .select_from(one_row.outerjoin(version, true()).outerjoin(promotion, true()).outerjoin(policy, true()))
+        .set_label_style(LABEL_STYLE_TABLENAME_PLUS_COL)
+    )
+    promotion_at = len(version.c)
+    return Prebuilt(statement), (promotion_at, promotion_at + len(promotion.c))
+
+
+_EARN_READS, (_PROMOTION_AT, _POLICY_AT) = _earn_reads()
+
+
 class CheckoutRepository:
     def __init__(self, connection: Connection) -> None:
         self.connection = connection
+
+    def earn_reads(self, partner_id: int, business_time: datetime, now: datetime) -> EarnReads:
+        parameters = {"partner": partner_id, "business_time": business_time, "now": now}
+        row = _EARN_READS.one(self.connection, parameters)
+        version = row[:_PROMOTION_AT]
+        return EarnReads(
+            None if version[0] is None else version_in_force_of(version),
+            active_promotion_of(row[_PROMOTION_AT:_POLICY_AT]),
+            policy_version_of(row[_POLICY_AT:]),
+        )
 
     def lock_member(
         self, partner_id: int, *, number: str = "", kind: str = "", hashed: str = ""

@@ -82,7 +82,6 @@ from programme.partner_programme import (
     ActivePromotion,
     ActivityLimitReached,
     activity_in_force,
-    best_promotion,
     period_start,
 )
 from programme.referrals import record_referral, referral_code, reward_first_purchase
@@ -399,12 +398,12 @@ class CheckoutService:
 
 
 def _earn(session: CheckoutSession, partner: PartnerRef, command: EarnCommand) -> EarnResult:
-    version = session.terms(partner.partner_id)
+    version, running_promotion = session.earn_reads(partner.partner_id)
     require_currency(command.basket.currency, version.terms)
     found = session.member(command.member, partner.partner_id, enroll=command.enroll_if_unknown)
     member, accounts, is_new = found.row, found.accounts, found.is_new
     points = points_for_spend(command.basket.eligible_minor, version.terms)
-    promotion = best_promotion(session.connection, partner.partner_id, session.business_time) if points > 0 else None
+    promotion = running_promotion if points > 0 else None
     promotion_points = points * promotion.bonus_percent // 100 if promotion else 0
     # The partner funds its promotion: its limits and daily cap count those points too.
     session.count_issuance(partner.partner_id, version.terms, points + promotion_points)

@@ -19,9 +19,10 @@ from members.repository import MemberRepository, MemberRow
 from members.services import MemberNotFound, enroll_member, find_member
 from partners.rates import ContractTerms, ContractVersionView
 from partners.repository import PartnerRepository
-from partners.services import partner_terms_in_force
+from partners.services import partner_terms_in_force, require_terms_in_force
 from programme.bonuses import AwardedBonus, award_sign_up_bonus
-from programme.policy import ExpiryPolicy, NetworkPolicy, add_months
+from programme.partner_programme import ActivePromotion
+from programme.policy import DEFAULT_VERSION, ExpiryPolicy, NetworkPolicy, add_months
 from programme.referrals import SamePerson
 from programme.services import policy_in_force
 from programme.statement import member_balance
@@ -107,6 +108,15 @@ class CheckoutSession:
     def expiring_soon_until(self) -> datetime:
         days = self.settings.expiring_soon_days
         return self.now + timedelta(days=days if days is not None else self.expiry_policy().expiring_soon_days)
+
+    def earn_reads(self, partner_id: int) -> tuple[ContractVersionView, ActivePromotion | None]:
+        """What an earn reads first, in one statement: the contract version and the partner's best
+        promotion at the business time (the partner must be active now), and the policy in force now."""
+        reads = self.records.earn_reads(partner_id, self.business_time, self.now)
+        if self._policy is None:
+            self._policy = (reads.policy or DEFAULT_VERSION).policy
+        terms = require_terms_in_force(self.ledger_records.connection, partner_id, reads.version)
+        return terms, reads.promotion
 
     def terms(self, partner_id: int) -> ContractVersionView:
         """The contract version in force when the event happened (the partner must be active now)."""

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, func, select
+from sqlalchemy import ColumnElement, Connection, Select, bindparam, func, select
 
 from common.db import table_of
 from common.sql import Prebuilt, inserted_id
@@ -48,17 +49,28 @@ class PartnerKeyView:
 
 # The two lookups of the hot path (every earn prices with the version in force; every token check that
 # misses the key cache reads the key) are built once and run as Prebuilt: on PostgreSQL on the driver.
-_VERSION_IN_FORCE_SELECT = (
-    select(contract_versions, partners.c.status.label("partner_status"))
-    .join(partners, partners.c.id == contract_versions.c.partner_id)
-    .where(
-        contract_versions.c.partner_id == bindparam("partner"), contract_versions.c.effective_from <= bindparam("at")
+def version_in_force_select(partner_id: ColumnElement[Any], at: ColumnElement[Any]) -> Select[Any]:
+    """The contract version that prices a partner's transaction at ``at``, with the partner's status:
+    one row at most, read by ``version_in_force_of``. Its own query, or part of a larger one."""
+    return (
+        select(contract_versions, partners.c.status.label("partner_status"))
+        .join(partners, partners.c.id == contract_versions.c.partner_id)
+        .where(contract_versions.c.partner_id == partner_id, contract_versions.c.effective_from <= at)
+        .order_by(contract_versions.c.effective_from.desc(), contract_versions.c.version.desc())
+        .limit(1)
     )
-    .order_by(contract_versions.c.effective_from.desc(), contract_versions.c.version.desc())
-    .limit(1)
-)
+
+
+_VERSION_IN_FORCE_SELECT = version_in_force_select(bindparam("partner"), bindparam("at"))
 _VERSION_IN_FORCE = Prebuilt(_VERSION_IN_FORCE_SELECT)
 _VERSION_IN_FORCE_NAMES = tuple(str(column.key) for column in _VERSION_IN_FORCE_SELECT.selected_columns)
+
+
+def version_in_force_of(values: Sequence[Any]) -> tuple[ContractVersionView, bool]:
+    """A row of ``version_in_force_select``: the version, and whether the partner is active."""
+    row = SimpleNamespace(**dict(zip(_VERSION_IN_FORCE_NAMES, values, strict=True)))
+    return _version(row), row.partner_status == "ACTIVE"
+
 
 _KEY_COLUMNS = (
     partner_keys.c.id,
@@ -172,10 +184,7 @@ class PartnerRepository:
     def version_in_force(self, partner_id: int, at: datetime) -> tuple[ContractVersionView, bool] | None:
         """The version that prices a transaction at ``at``, and whether the partner is active."""
         values = _VERSION_IN_FORCE.first(self.connection, {"partner": partner_id, "at": at})
-        if values is None:
-            return None
-        row = SimpleNamespace(**dict(zip(_VERSION_IN_FORCE_NAMES, values, strict=True)))
-        return _version(row), row.partner_status == "ACTIVE"
+        return None if values is None else version_in_force_of(values)
 
     def versions_page(self, partner_id: int, after_version: int, limit: int) -> list[ContractVersionView]:
         rows = self.connection.execute(

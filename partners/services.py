@@ -204,11 +204,18 @@ def list_contract_versions(
 
 def partner_terms_in_force(connection: Connection, partner_id: int, at: datetime) -> ContractVersionView:
     """The contract version that prices a transaction of this (active) partner at ``at``."""
-    repository = PartnerRepository(connection)
-    found = repository.version_in_force(partner_id, at)
+    found = PartnerRepository(connection).version_in_force(partner_id, at)
+    return require_terms_in_force(connection, partner_id, found)
+
+
+def require_terms_in_force(
+    connection: Connection, partner_id: int, found: tuple[ContractVersionView, bool] | None
+) -> ContractVersionView:
+    """The version found in force (``PartnerRepository.version_in_force``) if the partner is active;
+    else why no version prices its transactions: the partner is unknown, suspended, or has none yet."""
     if found is not None and found[1]:
         return found[0]
-    partner = repository.by_id(partner_id)
+    partner = PartnerRepository(connection).by_id(partner_id)
     if partner is None:
         raise PartnerNotFound("partner not found")
     if not partner.is_active:

@@ -16,11 +16,12 @@ that partner at its contract's issuance price (programme/bonuses.py); checkout p
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, func, select
+from sqlalchemy import ColumnElement, Connection, Select, bindparam, func, select
 
 from common.db import table_of
 from common.errors import FailedPrecondition, InvalidArgument, NotFound
@@ -249,23 +250,29 @@ def period_start(limit_period: str, now: datetime) -> datetime | None:
     return None
 
 
-# Every earn asks: prebuilt, like the rest of the checkout hot path (common/sql.py).
-_BEST_PROMOTION = Prebuilt(
-    select(promotions.c.public_id, promotions.c.bonus_percent)
-    .where(
-        promotions.c.partner_id == bindparam("partner_id"),
-        promotions.c.starts_at <= bindparam("at"),
-        promotions.c.ends_at > bindparam("at"),
+def best_promotion_select(partner_id: ColumnElement[Any], at: ColumnElement[Any]) -> Select[Any]:
+    """The partner's largest promotion running at ``at`` (they do not stack): one row at most, read by
+    ``active_promotion_of``. Its own query, or part of a larger one (every earn asks)."""
+    return (
+        select(promotions.c.public_id, promotions.c.bonus_percent)
+        .where(promotions.c.partner_id == partner_id, promotions.c.starts_at <= at, promotions.c.ends_at > at)
+        .order_by(promotions.c.bonus_percent.desc(), promotions.c.id)
+        .limit(1)
     )
-    .order_by(promotions.c.bonus_percent.desc(), promotions.c.id)
-    .limit(1)
-)
+
+
+# Prebuilt, like the rest of the checkout hot path (common/sql.py).
+_BEST_PROMOTION = Prebuilt(best_promotion_select(bindparam("partner_id"), bindparam("at")))
 
 
 def best_promotion(connection: Connection, partner_id: int, at: datetime) -> ActivePromotion | None:
-    """The partner's largest promotion running at ``at`` (they do not stack), if any."""
-    row = _BEST_PROMOTION.first(connection, {"partner_id": partner_id, "at": at})
-    return ActivePromotion(row[0], int(row[1])) if row is not None else None
+    """The partner's largest promotion running at ``at``, if any."""
+    return active_promotion_of(_BEST_PROMOTION.first(connection, {"partner_id": partner_id, "at": at}))
+
+
+def active_promotion_of(values: Sequence[Any] | None) -> ActivePromotion | None:
+    """A row of ``best_promotion_select`` (None, or NULLs from an outer join: no promotion runs)."""
+    return ActivePromotion(values[0], int(values[1])) if values is not None and values[0] is not None else None
 
 
 def _latest(connection: Connection, partner_id: int, code: str) -> ActivityView:

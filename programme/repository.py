@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, func, select
+from sqlalchemy import ColumnElement, Connection, Select, bindparam, func, select
 
 from common import codec
 from common.db import table_of
@@ -16,16 +17,31 @@ from programme.policy import NetworkPolicy, PolicyVersionView
 
 policy_versions = table_of(NetworkPolicyVersion)
 
+
+def in_force_select(at: ColumnElement[Any]) -> Select[Any]:
+    """The policy version in force at ``at``: one row at most (none: the defaults apply), read by
+    ``version_of``. Its own query, or part of a larger one."""
+    return (
+        select(
+            policy_versions.c.version, policy_versions.c.effective_from, policy_versions.c.document,
+            policy_versions.c.created_at, policy_versions.c.created_by,
+        )
+        .where(policy_versions.c.effective_from <= at)
+        .order_by(policy_versions.c.effective_from.desc(), policy_versions.c.version.desc())
+        .limit(1)
+    )  # fmt: skip
+
+
 # Every earn reads it (how long the new points live): prebuilt, straight on the driver on PostgreSQL.
-_IN_FORCE = Prebuilt(
-    select(
-        policy_versions.c.version, policy_versions.c.effective_from, policy_versions.c.document,
-        policy_versions.c.created_at, policy_versions.c.created_by,
-    )
-    .where(policy_versions.c.effective_from <= bindparam("at"))
-    .order_by(policy_versions.c.effective_from.desc(), policy_versions.c.version.desc())
-    .limit(1)
-)  # fmt: skip
+_IN_FORCE = Prebuilt(in_force_select(bindparam("at")))
+
+
+def version_of(values: Sequence[Any] | None) -> PolicyVersionView | None:
+    """A row of ``in_force_select`` (None, or NULLs from an outer join: no version is in force)."""
+    if values is None or values[0] is None:
+        return None
+    version, effective_from, document, created_at, created_by = values
+    return PolicyVersionView(version, effective_from, _policy(document), created_at, created_by)
 
 
 class PolicyRepository:
@@ -33,11 +49,7 @@ class PolicyRepository:
         self.connection = connection
 
     def in_force(self, at: datetime) -> PolicyVersionView | None:
-        row = _IN_FORCE.first(self.connection, {"at": at})
-        if row is None:
-            return None
-        version, effective_from, document, created_at, created_by = row
-        return PolicyVersionView(version, effective_from, _policy(document), created_at, created_by)
+        return version_of(_IN_FORCE.first(self.connection, {"at": at}))
 
     def latest_version_number(self) -> int:
         return int(self.connection.execute(select(func.coalesce(func.max(policy_versions.c.version), 0))).scalar_one())

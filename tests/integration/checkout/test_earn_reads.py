@@ -1,0 +1,92 @@
+"""An earn reads the contract in force, the partner's best promotion and the network policy in one
+statement (CheckoutRepository.earn_reads); it must find what the three reads it replaces find.
+
+Policy versions apply to the whole network, so these tests have a database of their own."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import Connection
+
+from checkout.repository import CheckoutRepository, EarnReads
+from common.clock import ManualClock
+from common.db import create_engine
+from common.uow import UnitOfWork
+from partners import services as partner_services
+from partners.repository import PartnerRepository
+from programme.partner_programme import PartnerProgramme, PromotionCommand, best_promotion
+from programme.policy import NetworkPolicy
+from programme.repository import PolicyRepository
+from programme.services import create_policy_version
+from tests.factories import create_partner, request_key
+
+
+@pytest.fixture
+def uow(isolated_database_url: str, clock: ManualClock) -> Iterator[UnitOfWork]:
+    engine = create_engine(isolated_database_url, pool_size=1)
+    yield UnitOfWork(engine, clock)
+    engine.dispose()
+
+
+def _both_ways(uow: UnitOfWork, partner_id: int, business_delta: timedelta = timedelta(0)) -> EarnReads:
+    """The one statement's reads, asserted equal to the three separate reads."""
+    now = uow.clock.now()
+    business_time = now + business_delta
+
+    def read(connection: Connection) -> tuple[EarnReads, EarnReads]:
+        together = CheckoutRepository(connection).earn_reads(partner_id, business_time, now)
+        apart = EarnReads(
+            PartnerRepository(connection).version_in_force(partner_id, business_time),
+            best_promotion(connection, partner_id, business_time),
+            PolicyRepository(connection).in_force(now),
+        )
+        return together, apart
+
+    together, apart = uow.run(read)
+    assert together == apart
+    return together
+
+
+def test_a_read_that_finds_nothing_gives_none(uow: UnitOfWork) -> None:
+    shop = create_partner(uow)
+    reads = _both_ways(uow, shop.partner_id)
+    assert reads.version is not None and reads.version[1] is True
+    assert reads.promotion is None and reads.policy is None
+    unknown = _both_ways(uow, shop.partner_id + 1000)
+    assert unknown == EarnReads(None, None, None)
+
+
+def test_the_contract_and_promotion_are_those_of_the_business_time_and_the_policy_that_of_now(
+    uow: UnitOfWork, clock: ManualClock
+) -> None:
+    shop, other = create_partner(uow), create_partner(uow)
+    now = clock.now()
+    programme = PartnerProgramme(uow)
+    for percent in (20, 50):
+        command = PromotionCommand(f"{percent}% more", percent, now, now + timedelta(days=30))
+        programme.create_promotion(request_key(), shop.partner_id, command)
+    programme.create_promotion(
+        request_key(), other.partner_id, PromotionCommand("More", 90, now, now + timedelta(days=30))
+    )
+    create_policy_version(uow, request_key(), policy=NetworkPolicy(), effective_from=None, created_by="tests")
+
+    reads = _both_ways(uow, shop.partner_id)
+    assert reads.promotion is not None and reads.promotion.bonus_percent == 50
+    assert reads.policy is not None and reads.policy.version == 1
+
+    clock.advance(timedelta(days=1))  # an offline purchase made before the contract and promotions began
+    earlier = _both_ways(uow, shop.partner_id, business_delta=-timedelta(days=2))
+    assert earlier.version is None and earlier.promotion is None
+    assert earlier.policy is not None and earlier.policy.version == 1
+
+
+def test_a_suspended_partner_is_read_as_inactive(uow: UnitOfWork) -> None:
+    shop = create_partner(uow)
+    found = uow.run(lambda connection: PartnerRepository(connection).by_id(shop.partner_id))
+    assert found is not None
+    partner_services.set_partner_suspended(uow, request_key(), found.partner_code, is_suspended=True)
+    reads = _both_ways(uow, shop.partner_id)
+    assert reads.version is not None and reads.version[1] is False

@@ -26,7 +26,8 @@ libpq's blocking calls release the GIL, as psycopg's waiting does. Inside a pipe
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, MutableMapping
+import select
+from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -124,20 +125,26 @@ def execute(
     state = info.get(_STATE_KEY)
     if state is None or state.pgconn is not pgconn:
         state = info[_STATE_KEY] = _ConnectionState(pgconn, Transformer(driver))
-    if not driver.autocommit and pgconn.transaction_status == pq.TransactionStatus.IDLE:
-        _checked(pgconn.exec_(state.begin_command(driver)), driver)
     transformer = state.transformer
     parameters = transformer.dump_sequence([values[name] for name in query.names], [PyFormat.AUTO] * len(query.names))
     types = tuple(transformer.types or ())
+    formats = transformer.formats
     name = state.prepared.get((query.text, types))
     if name is None and len(state.prepared) < MAX_PREPARED_STATEMENTS:
-        name = f"_coalition_{len(state.prepared)}".encode()
+        name = f"_coalition_{len(state.prepared)}".encode()  # prepared for the session, in or out of a transaction
         _checked(pgconn.prepare(name, query.text, types), driver)
         state.prepared[(query.text, types)] = name
-    if name is None:  # parsed and planned for this execution only, as psycopg's cursor does
-        result = _checked(pgconn.exec_params(query.text, parameters, types, transformer.formats), driver)
+    if not driver.autocommit and pgconn.transaction_status == pq.TransactionStatus.IDLE:
+        if name is None:
+            result = _begin_with(
+                driver, state, lambda: pgconn.send_query_params(query.text, parameters, types, formats)
+            )
+        else:
+            result = _begin_with(driver, state, lambda: pgconn.send_query_prepared(name, parameters, formats))
+    elif name is None:  # parsed and planned for this execution only, as psycopg's cursor does
+        result = _checked(pgconn.exec_params(query.text, parameters, types, formats), driver)
     else:  # None stands for NULL, which libpq's own typing omits
-        result = _checked(pgconn.exec_prepared(name, parameters, transformer.formats), driver)  # type: ignore[arg-type]
+        result = _checked(pgconn.exec_prepared(name, parameters, formats), driver)  # type: ignore[arg-type]
     rows: list[tuple[Any, ...]] = []
     if result.status == pq.ExecStatus.TUPLES_OK:
         transformer.set_pgresult(result)
@@ -145,6 +152,64 @@ def execute(
         transformer.set_pgresult(None)  # the result's memory goes with it
     touched = result.command_tuples
     return Found(rows, -1 if touched is None else touched)
+
+
+def _begin_with(driver: DriverConnection[Any], state: _ConnectionState, send_statement: Callable[[], None]) -> Any:
+    """Opens the transaction and runs its first statement in one round trip (libpq's pipeline mode):
+    the BEGIN, the statement and a sync go together, and their results come back together. On a busy
+    server a round trip costs more than libpq's work: a thread switch each way and the GIL to win back.
+
+    Sent as one sync group: if the BEGIN fails, the statement is skipped (PIPELINE_ABORTED); if the
+    statement fails, the transaction is left failed, as after an ordinary failed statement, for the
+    unit of work to roll back. The statement's result, or the first error, is returned or raised."""
+    pgconn = driver.pgconn
+    pgconn.enter_pipeline_mode()
+    try:
+        pgconn.send_query_params(state.begin_command(driver), None)
+        send_statement()
+        pgconn.pipeline_sync()
+        _flush(pgconn)
+        began = _result_of_one_query(pgconn)
+        result = _result_of_one_query(pgconn)
+        synced = _next_result(pgconn)
+        if synced is None or synced.status != pq.ExecStatus.PIPELINE_SYNC:
+            raise OperationalError("the database connection was lost")
+    except BaseException:
+        # Results may be left unread, so the pipeline cannot end: the connection is closed instead,
+        # and the pool, seeing it broken, replaces it.
+        pgconn.finish()
+        raise
+    pgconn.exit_pipeline_mode()
+    _checked(began, driver)
+    return _checked(result, driver)
+
+
+def _result_of_one_query(pgconn: Any) -> Any:
+    """A query's result in pipeline mode; each query's results end with a None."""
+    result = _next_result(pgconn)
+    if result is None or _next_result(pgconn) is not None:
+        raise OperationalError("the database connection was lost")
+    return result
+
+
+def _next_result(pgconn: Any) -> Any:
+    """The next result, waiting for the server without the GIL (psycopg's connections are nonblocking,
+    so libpq's own calls would not wait)."""
+    while pgconn.is_busy():
+        _wait(pgconn.socket, select.POLLIN)
+        pgconn.consume_input()
+    return pgconn.get_result()
+
+
+def _flush(pgconn: Any) -> None:
+    while pgconn.flush() == 1:  # the send buffer is full: wait until the socket takes more
+        _wait(pgconn.socket, select.POLLOUT)
+
+
+def _wait(socket: int, event: int) -> None:
+    poller = select.poll()
+    poller.register(socket, event | select.POLLERR | select.POLLHUP)
+    poller.poll()
 
 
 def _begin_command(isolation_level: Any, read_only: bool | None, deferrable: bool | None) -> bytes:

@@ -221,3 +221,28 @@ def test_a_connection_prepares_a_bounded_number_of_statements(engine: Engine, mo
                     assert total == (a or 0) + (b or 0) + (c or 0)
         prepared = connection.execute(text("SELECT count(*) FROM pg_prepared_statements")).scalar_one()
     assert prepared <= 8
+
+
+@pytest.mark.postgres_only
+def test_a_transactions_first_statement_goes_with_its_begin_prepared_or_not_failing_or_not(
+    isolated_database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The BEGIN and the first statement share one round trip (libpq's pipeline mode). A first statement
+    that fails leaves a failed transaction to roll back, and the connection serves on, whether the
+    statement was prepared or, past the bound, runs unprepared."""
+    engine = create_engine(isolated_database_url, pool_size=1)
+    try:
+        for bound in (libpq.MAX_PREPARED_STATEMENTS, 0):
+            monkeypatch.setattr(libpq, "MAX_PREPARED_STATEMENTS", bound)
+            key = uuid.uuid4().hex
+            with engine.begin() as connection:
+                INSERT.run(connection, record(key))
+                backend = connection.execute(text("SELECT pg_backend_pid()")).scalar_one()
+            with pytest.raises(exc.IntegrityError), engine.begin() as connection:
+                INSERT.run(connection, record(key))
+            with engine.begin() as connection:
+                assert FIND.one(connection, {"scope": "tests", "key": key}) == ("Op", WHEN)
+                assert connection.execute(text("SELECT pg_backend_pid()")).scalar_one() == backend
+                assert connection.connection.driver_connection.pgconn.pipeline_status == 0  # type: ignore[union-attr]
+    finally:
+        engine.dispose()

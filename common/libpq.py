@@ -8,8 +8,9 @@ dozen statements. This path keeps what matters of psycopg and skips the rest:
   same dumpers and loaders a cursor would use, so values read and written are the same;
 - errors are psycopg's (``error_from_result``), so callers see the same exception classes and sqlstates;
 - the connection and its transaction stay psycopg's: a transaction is opened here with the very BEGIN
-  psycopg would send, and psycopg's commit and rollback act on libpq's transaction status, so
-  SQLAlchemy commits or rolls back these statements like any other.
+  psycopg would send (in one round trip with the transaction's first statement, ``_begin_with``),
+  and psycopg's commit and rollback act on libpq's transaction status, so SQLAlchemy commits or
+  rolls back these statements like any other.
 
 Each statement is prepared once per connection and set of parameter types (psycopg prepares a query
 it has seen five times the same way), so the server plans it once. A value's size picks its type
@@ -25,6 +26,8 @@ libpq's blocking calls release the GIL, as psycopg's waiting does. Inside a pipe
 
 from __future__ import annotations
 
+import functools
+import operator
 import re
 import select
 from collections.abc import Callable, Mapping, MutableMapping
@@ -32,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from psycopg import Connection as DriverConnection
-from psycopg import IsolationLevel, abc, pq
+from psycopg import IsolationLevel, Pipeline, abc, pq
 from psycopg.adapt import PyFormat, Transformer
 from psycopg.errors import OperationalError, error_from_result
 
@@ -40,6 +43,8 @@ _PLACEHOLDER = re.compile(r"%\(([^)]+)\)s|%%")
 _NUMBER = re.compile(rb"\$(\d+)")
 _STATE_KEY = "coalition.libpq"
 _DONE = (pq.ExecStatus.COMMAND_OK, pq.ExecStatus.TUPLES_OK)
+# libpq's pipeline mode (14 and later) and poll(2) send a transaction's BEGIN with its first statement.
+_PIPELINES = Pipeline.is_supported() and hasattr(select, "poll")
 #: Each holds its plans in the server (16 kB for a small SELECT, more for a multi-row INSERT); psycopg keeps 100.
 MAX_PREPARED_STATEMENTS = 256
 
@@ -134,6 +139,8 @@ def execute(
         name = f"_coalition_{len(state.prepared)}".encode()  # prepared for the session, in or out of a transaction
         _checked(pgconn.prepare(name, query.text, types), driver)
         state.prepared[(query.text, types)] = name
+    if not driver.autocommit and pgconn.transaction_status == pq.TransactionStatus.IDLE and not _PIPELINES:
+        _checked(pgconn.exec_(state.begin_command(driver)), driver)
     if not driver.autocommit and pgconn.transaction_status == pq.TransactionStatus.IDLE:
         if name is None:
             result = _begin_with(
@@ -174,12 +181,14 @@ def _begin_with(driver: DriverConnection[Any], state: _ConnectionState, send_sta
         synced = _next_result(pgconn)
         if synced is None or synced.status != pq.ExecStatus.PIPELINE_SYNC:
             raise OperationalError("the database connection was lost")
+        pgconn.exit_pipeline_mode()
     except BaseException:
-        # Results may be left unread, so the pipeline cannot end: the connection is closed instead,
-        # and the pool, seeing it broken, replaces it.
+        # Results may be left unread, so the pipeline cannot end: the connection is closed instead (a
+        # connection left in pipeline mode would hang psycopg's next statement). SQLAlchemy sees it
+        # broken and replaces it: at once for a database error, or, for anything else raised while
+        # waiting (a KeyboardInterrupt), when the failed rollback returns it to the pool.
         pgconn.finish()
         raise
-    pgconn.exit_pipeline_mode()
     _checked(began, driver)
     return _checked(result, driver)
 
@@ -202,14 +211,18 @@ def _next_result(pgconn: Any) -> Any:
 
 
 def _flush(pgconn: Any) -> None:
-    while pgconn.flush() == 1:  # the send buffer is full: wait until the socket takes more
-        _wait(pgconn.socket, select.POLLOUT)
+    """Sends what libpq buffered. While the socket takes no more, the server's replies are read in
+    the meantime, as libpq asks, so neither side waits on the other."""
+    while pgconn.flush() == 1:
+        if _wait(pgconn.socket, select.POLLIN | select.POLLOUT) & select.POLLIN:
+            pgconn.consume_input()
 
 
-def _wait(socket: int, event: int) -> None:
+def _wait(socket: int, events: int) -> int:
+    """Waits (without the GIL) until the socket is ready for one of ``events``; the events that happened."""
     poller = select.poll()
-    poller.register(socket, event | select.POLLERR | select.POLLHUP)
-    poller.poll()
+    poller.register(socket, events | select.POLLERR | select.POLLHUP)
+    return functools.reduce(operator.or_, (happened for _, happened in poller.poll()), 0)
 
 
 def _begin_command(isolation_level: Any, read_only: bool | None, deferrable: bool | None) -> bytes:

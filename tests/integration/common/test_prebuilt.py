@@ -70,11 +70,17 @@ def test_a_duplicate_raises_sqlalchemys_integrity_error(engine: Engine) -> None:
 
 
 @pytest.mark.postgres_only
+@pytest.mark.parametrize("prepared", [False, True], ids=["unprepared", "prepared"])
 def test_after_a_database_restart_one_request_fails_not_one_per_pooled_connection(
-    engine: Engine, isolated_database_url: str
+    engine: Engine, isolated_database_url: str, prepared: bool
 ) -> None:
+    """Unprepared, the first request fails preparing; prepared, it fails in the round trip that sends the
+    BEGIN with the statement."""
     connections = [engine.connect() for _ in range(3)]  # fill the pool, then give them back
     pids = [connection.execute(text("SELECT pg_backend_pid()")).scalar_one() for connection in connections]
+    if prepared:
+        for connection in connections:
+            FIND.first(connection, {"scope": "tests", "key": "x"})
     for connection in connections:
         connection.close()
     admin = create_engine(isolated_database_url, pool_size=1)
@@ -224,12 +230,14 @@ def test_a_connection_prepares_a_bounded_number_of_statements(engine: Engine, mo
 
 
 @pytest.mark.postgres_only
+@pytest.mark.parametrize("pipelines", [True, False], ids=["pipelined", "without-pipelines"])
 def test_a_transactions_first_statement_goes_with_its_begin_prepared_or_not_failing_or_not(
-    isolated_database_url: str, monkeypatch: pytest.MonkeyPatch
+    isolated_database_url: str, monkeypatch: pytest.MonkeyPatch, pipelines: bool
 ) -> None:
-    """The BEGIN and the first statement share one round trip (libpq's pipeline mode). A first statement
-    that fails leaves a failed transaction to roll back, and the connection serves on, whether the
-    statement was prepared or, past the bound, runs unprepared."""
+    """The BEGIN and the first statement share one round trip (libpq's pipeline mode; a libpq before 14
+    sends the BEGIN alone). A first statement that fails leaves a failed transaction to roll back, and
+    the connection serves on, whether the statement was prepared or, past the bound, runs unprepared."""
+    monkeypatch.setattr(libpq, "_PIPELINES", pipelines)
     engine = create_engine(isolated_database_url, pool_size=1)
     try:
         for bound in (libpq.MAX_PREPARED_STATEMENTS, 0):

@@ -21,13 +21,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Select, bindparam, func, select
+from sqlalchemy import ColumnElement, Connection, Select, func, select
 
 from common.db import table_of
 from common.errors import FailedPrecondition, InvalidArgument, NotFound
 from common.idempotency import Outcome, RequestKey, run_once
 from common.ids import new_id
-from common.sql import Page, Prebuilt, paginate
+from common.sql import Page, paginate
 from common.uow import UnitOfWork
 from programme.models import ActivityDefinition, Promotion
 from programme.policy import MAX_BONUS_PERCENT, MAX_BONUS_POINTS
@@ -252,22 +252,13 @@ def period_start(limit_period: str, now: datetime) -> datetime | None:
 
 def best_promotion_select(partner_id: ColumnElement[Any], at: ColumnElement[Any]) -> Select[Any]:
     """The partner's largest promotion running at ``at`` (they do not stack): one row at most, read by
-    ``active_promotion_of``. Its own query, or part of a larger one (every earn asks)."""
+    ``active_promotion_of``. Every earn asks, as part of ``checkout.repository``'s one read."""
     return (
         select(promotions.c.public_id, promotions.c.bonus_percent)
         .where(promotions.c.partner_id == partner_id, promotions.c.starts_at <= at, promotions.c.ends_at > at)
         .order_by(promotions.c.bonus_percent.desc(), promotions.c.id)
         .limit(1)
     )
-
-
-# Prebuilt, like the rest of the checkout hot path (common/sql.py).
-_BEST_PROMOTION = Prebuilt(best_promotion_select(bindparam("partner_id"), bindparam("at")))
-
-
-def best_promotion(connection: Connection, partner_id: int, at: datetime) -> ActivePromotion | None:
-    """The partner's largest promotion running at ``at``, if any."""
-    return active_promotion_of(_BEST_PROMOTION.first(connection, {"partner_id": partner_id, "at": at}))
 
 
 def active_promotion_of(values: Sequence[Any] | None) -> ActivePromotion | None:

@@ -9,19 +9,22 @@ from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import Connection
+from sqlalchemy import Connection, bindparam
 
 from checkout.repository import CheckoutRepository, EarnReads
 from common.clock import ManualClock
-from common.db import create_engine
+from common.db import UtcDateTime, create_engine
 from common.uow import UnitOfWork
 from partners import services as partner_services
 from partners.repository import PartnerRepository
-from programme.partner_programme import PartnerProgramme, PromotionCommand, best_promotion
+from programme.partner_programme import PartnerProgramme, PromotionCommand, active_promotion_of, best_promotion_select
 from programme.policy import NetworkPolicy
 from programme.repository import PolicyRepository
 from programme.services import create_policy_version
 from tests.factories import create_partner, request_key
+
+# The promotion read on its own, as the earn read it before the three reads became one statement.
+_BEST_PROMOTION = best_promotion_select(bindparam("partner"), bindparam("at", type_=UtcDateTime()))
 
 
 @pytest.fixture
@@ -40,7 +43,9 @@ def _both_ways(uow: UnitOfWork, partner_id: int, business_delta: timedelta = tim
         together = CheckoutRepository(connection).earn_reads(partner_id, business_time, now)
         apart = EarnReads(
             PartnerRepository(connection).version_in_force(partner_id, business_time),
-            best_promotion(connection, partner_id, business_time),
+            active_promotion_of(
+                connection.execute(_BEST_PROMOTION, {"partner": partner_id, "at": business_time}).first()
+            ),
             PolicyRepository(connection).in_force(now),
         )
         return together, apart

@@ -267,19 +267,8 @@ class Ledger:
     def _post(self, posting: Posting, points: int, lines: list[tuple[int, str, int]]) -> Posted:
         lines = _balanced(points, lines)
         public_id = new_id()
-        transaction_id = self.repository.insert_transaction(
-            public_id=public_id, points=points, recorded_at=self.recorded_at, **vars(posting)
-        )
-        self.repository.insert_entries(
-            [
-                {
-                    "transaction_id": transaction_id,
-                    "account_id": account,
-                    "side": side,
-                    "amount_points": amount,
-                }
-                for account, side, amount in lines
-            ]
+        transaction_id = self.repository.insert_posting(
+            {"public_id": public_id, "points": points, "recorded_at": self.recorded_at, **vars(posting)}, lines
         )
         return Posted(transaction_id, public_id)
 

@@ -353,6 +353,15 @@ class LedgerRepository:
     def insert_entries(self, rows: list[dict[str, Any]]) -> None:
         _INSERT_ENTRIES.run_many(self.connection, rows)
 
+    def insert_posting(self, transaction: dict[str, Any], lines: list[tuple[int, str, int]]) -> int:
+        """A journal transaction and its entries (account, side, amount); the transaction's id."""
+        transaction_id = self.insert_transaction(**transaction)
+        self.insert_entries([
+            {"transaction_id": transaction_id, "account_id": account, "side": side, "amount_points": amount}
+            for account, side, amount in lines
+        ])  # fmt: skip
+        return transaction_id
+
     def insert_earn(
         self, transaction: dict[str, Any], lines: list[tuple[int, str, int]], lot: dict[str, Any],
         points_delta: int, debt_delta: int,
@@ -360,17 +369,13 @@ class LedgerRepository:
         """An earn's journal transaction with its entries (account, side, amount), the lot it credits and
         the change to the lot owner's balances; the new transaction's and lot's ids.
 
-        The same rows as insert_transaction, insert_entries, insert_lot and change_member_balance
-        write, on PostgreSQL in one statement (the checkout's hottest path), elsewhere in four.
+        The same rows as insert_posting, insert_lot and change_member_balance write, on PostgreSQL in one
+        statement (the checkout's hottest path), elsewhere in four.
         """
         member_id = lot["member_id"]
         statement = _EARNS_IN_ONE_STATEMENT.get(len(lines))
         if self.connection.dialect.name != "postgresql" or statement is None:
-            transaction_id = self.insert_transaction(**transaction)
-            self.insert_entries([
-                {"transaction_id": transaction_id, "account_id": account, "side": side, "amount_points": amount}
-                for account, side, amount in lines
-            ])  # fmt: skip
+            transaction_id = self.insert_posting(transaction, lines)
             lot_id = self.insert_lot(source_transaction_id=transaction_id, **lot)
             self.change_member_balance(member_id, points_delta, debt_delta)
             return transaction_id, lot_id

@@ -6,10 +6,12 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, cast
 
-from sqlalchemy import BigInteger, DateTime, Dialect, Engine, Integer, MetaData, String, Table, event
+from sqlalchemy import URL, BigInteger, DateTime, Dialect, Engine, Integer, MetaData, String, Table, event, make_url
 from sqlalchemy import create_engine as sa_create_engine
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator
+
+from common.sql import QUEUE_KEEPING_DRIVERNAME
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -72,8 +74,8 @@ def create_engine(url: str, *, pool_size: int = 10, statement_timeout_ms: int = 
         )
         _configure_sqlite(engine, busy_timeout_ms=statement_timeout_ms)
         return engine
-    return sa_create_engine(
-        url,
+    engine = sa_create_engine(
+        _queue_keeping(url),
         pool_size=pool_size,
         max_overflow=0,
         pool_timeout=statement_timeout_ms / 1000,
@@ -86,6 +88,16 @@ def create_engine(url: str, *, pool_size: int = 10, statement_timeout_ms: int = 
         isolation_level="READ COMMITTED",
         hide_parameters=True,  # bound values (receipts, member ids) must not reach logs
     )
+    return engine
+
+
+def _queue_keeping(url: str) -> URL:
+    """The URL with psycopg's dialect swapped for the one that keeps queued statements in order."""
+    parsed = make_url(url)
+    # The last: the URL of an engine built here, reused for another database.
+    if parsed.drivername not in ("postgresql", "postgresql+psycopg", QUEUE_KEEPING_DRIVERNAME):
+        raise ValueError(f"PostgreSQL is reached through psycopg (postgresql+psycopg://...), not {parsed.drivername}")
+    return parsed.set(drivername=QUEUE_KEEPING_DRIVERNAME)
 
 
 def _configure_sqlite(engine: Engine, *, busy_timeout_ms: int) -> None:

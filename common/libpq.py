@@ -8,7 +8,7 @@ dozen statements. This path keeps what matters of psycopg and skips the rest:
   same dumpers and loaders a cursor would use, so values read and written are the same;
 - errors are psycopg's (``error_from_result``), so callers see the same exception classes and sqlstates;
 - the connection and its transaction stay psycopg's: a transaction is opened here with the very BEGIN
-  psycopg would send (in one round trip with the transaction's first statement, ``_begin_with``),
+  psycopg would send (in one round trip with the transaction's first statement, ``_exchange``),
   and psycopg's commit and rollback act on libpq's transaction status, so SQLAlchemy commits or
   rolls back these statements like any other.
 
@@ -22,6 +22,10 @@ rollbacks, but psycopg answers a rollback by deallocating every statement of the
 prepared any of its own: ``common.db.create_engine`` therefore turns psycopg's preparing off.
 libpq's blocking calls release the GIL, as psycopg's waiting does. Inside a pipeline
 (``common.sql.pipelined``) the cursor path is used.
+
+A write whose result nobody needs at once can be queued (``queue``): it is sent with the next
+statement, or with the COMMIT, in one round trip, instead of costing one of its own. ``common.sql``
+flushes the queue before anything else reaches the connection and drops it on rollback.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ import functools
 import operator
 import re
 import select
-from collections.abc import Callable, Mapping, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -87,13 +91,48 @@ class NumberedQuery:
         return NumberedQuery(text, tuple(f"{name}#{index}" for index in range(count) for name in self.names))
 
 
+@dataclass(slots=True)  # not frozen: built for every statement, and a frozen dataclass is slower to build
+class _Statement:
+    """A statement with its values dumped, ready to send: prepared (``name``) or not."""
+
+    text: bytes
+    name: bytes | None
+    parameters: Sequence[Any]
+    types: tuple[int, ...]
+    formats: Sequence[Any]
+
+    def run(self, pgconn: Any) -> Any:
+        """Sends it and waits for its result (outside pipeline mode)."""
+        if self.name is None:  # parsed and planned for this execution only, as psycopg's cursor does
+            return pgconn.exec_params(self.text, self.parameters, self.types, self.formats)
+        return pgconn.exec_prepared(self.name, self.parameters, self.formats)  # None stands for NULL
+
+    def send(self, pgconn: Any) -> None:
+        """Sends it without waiting (in pipeline mode)."""
+        if self.name is None:
+            pgconn.send_query_params(self.text, self.parameters, self.types, self.formats)
+        else:
+            pgconn.send_query_prepared(self.name, self.parameters, self.formats)
+
+
+_COMMIT = _Statement(b"COMMIT", None, (), (), ())
+
+
+@dataclass(slots=True)
+class _Queued:
+    statement: _Statement
+    then: Callable[[Found], None] | None  # given the statement's result once it is in
+
+
 @dataclass
 class _ConnectionState:
-    """What one database connection has set up: its transformer and its prepared statements."""
+    """What one database connection has set up: its transformer, its prepared statements, and the
+    statements queued to go with the next round trip."""
 
     pgconn: Any
     transformer: abc.Transformer
     prepared: dict[tuple[bytes, tuple[int, ...]], bytes] = field(default_factory=dict)
+    queued: list[_Queued] = field(default_factory=list)
     _begin: tuple[tuple[Any, ...], bytes] = ((), b"")
 
     def begin_command(self, driver: DriverConnection[Any]) -> bytes:
@@ -104,7 +143,7 @@ class _ConnectionState:
         return self._begin[1]
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # built for every statement: a frozen dataclass costs several times as much to build
 class Found:
     """The rows a statement returned (as the database's types load them) and the rows it touched."""
 
@@ -121,39 +160,100 @@ def applies(driver: DriverConnection[Any]) -> bool:
 def execute(
     driver: DriverConnection[Any], info: MutableMapping[str, Any], query: NumberedQuery, values: Mapping[str, Any]
 ) -> Found:
-    """Runs the statement on the connection (where ``applies``).
+    """Runs the statement on the connection (where ``applies``), after any queued ahead of it.
 
     ``info`` is the pool's dictionary of this database connection (SQLAlchemy clears it when the
     connection is replaced), where the connection's prepared statements are remembered.
     """
-    pgconn = driver.pgconn
+    state = _state_of(driver, info)
+    statement = _statement(driver, state, query, values)
+    queued, state.queued = state.queued, []
+    begins = not driver.autocommit and driver.pgconn.transaction_status == pq.TransactionStatus.IDLE
+    if begins or queued:  # queued implies pipelines: without them nothing is queued
+        results = _exchange(driver, state, [*(each.statement for each in queued), statement], begins=begins)
+        _hand_over(state, queued, results)
+        return _found(state, results[-1])
+    return _found(state, _checked(statement.run(driver.pgconn), driver))
+
+
+def queue(
+    driver: DriverConnection[Any],
+    info: MutableMapping[str, Any],
+    query: NumberedQuery,
+    values: Mapping[str, Any],
+    then: Callable[[Found], None] | None = None,
+) -> None:
+    """Queues the statement (where ``applies``) to go with the connection's next round trip; ``then``
+    is given its result when that returns (and may raise to fail the statement that carried it).
+
+    Its error, too, is raised by whatever carries it: the next statement (``execute``), ``flush`` or
+    ``commit``. Without a transaction to defer to (autocommit) or pipelines, it runs at once."""
+    if driver.autocommit or not _PIPELINES:
+        found = execute(driver, info, query, values)
+        if then is not None:
+            then(found)
+        return
+    state = _state_of(driver, info)
+    state.queued.append(_Queued(_statement(driver, state, query, values), then))
+
+
+def flush(driver: DriverConnection[Any], info: MutableMapping[str, Any]) -> None:
+    """Sends the queued statements now, in one round trip, for something else to follow them."""
     state = info.get(_STATE_KEY)
-    if state is None or state.pgconn is not pgconn:
-        state = info[_STATE_KEY] = _ConnectionState(pgconn, Transformer(driver))
+    if state is None or state.pgconn is not driver.pgconn or not state.queued:
+        return
+    queued, state.queued = state.queued, []
+    begins = not driver.autocommit and driver.pgconn.transaction_status == pq.TransactionStatus.IDLE
+    _hand_over(state, queued, _exchange(driver, state, [each.statement for each in queued], begins=begins))
+
+
+def commit(driver: DriverConnection[Any], info: MutableMapping[str, Any]) -> None:
+    """Commits the transaction together with the statements queued in it, in one round trip. If one
+    of them waits for its result (``then``, which may refuse), they go first and the COMMIT after."""
+    state = info.get(_STATE_KEY)
+    if state is None or state.pgconn is not driver.pgconn or not state.queued:
+        return  # the driver's own commit does it
+    if any(each.then is not None for each in state.queued):
+        flush(driver, info)
+        return
+    queued, state.queued = state.queued, []
+    begins = driver.pgconn.transaction_status == pq.TransactionStatus.IDLE
+    _exchange(driver, state, [*(each.statement for each in queued), _COMMIT], begins=begins)
+
+
+def discard(info: MutableMapping[str, Any]) -> None:
+    """Forgets the queued statements: their transaction rolls back."""
+    state = info.get(_STATE_KEY)
+    if state is not None:
+        state.queued.clear()
+
+
+def _state_of(driver: DriverConnection[Any], info: MutableMapping[str, Any]) -> _ConnectionState:
+    state = info.get(_STATE_KEY)
+    if state is None or state.pgconn is not driver.pgconn:
+        state = info[_STATE_KEY] = _ConnectionState(driver.pgconn, Transformer(driver))
+    return state
+
+
+def _statement(
+    driver: DriverConnection[Any], state: _ConnectionState, query: NumberedQuery, values: Mapping[str, Any]
+) -> _Statement:
+    """The statement with its values dumped, prepared first if it is new and the connection has room."""
     transformer = state.transformer
     parameters = transformer.dump_sequence([values[name] for name in query.names], [PyFormat.AUTO] * len(query.names))
     types = tuple(transformer.types or ())
-    formats = transformer.formats
     name = state.prepared.get((query.text, types))
     if name is None and len(state.prepared) < MAX_PREPARED_STATEMENTS:
         name = f"_coalition_{len(state.prepared)}".encode()  # prepared for the session, in or out of a transaction
-        _checked(pgconn.prepare(name, query.text, types), driver)
+        _checked(driver.pgconn.prepare(name, query.text, types), driver)
         state.prepared[(query.text, types)] = name
-    if not driver.autocommit and pgconn.transaction_status == pq.TransactionStatus.IDLE and not _PIPELINES:
-        _checked(pgconn.exec_(state.begin_command(driver)), driver)
-    if not driver.autocommit and pgconn.transaction_status == pq.TransactionStatus.IDLE:
-        if name is None:
-            result = _begin_with(
-                driver, state, lambda: pgconn.send_query_params(query.text, parameters, types, formats)
-            )
-        else:
-            result = _begin_with(driver, state, lambda: pgconn.send_query_prepared(name, parameters, formats))
-    elif name is None:  # parsed and planned for this execution only, as psycopg's cursor does
-        result = _checked(pgconn.exec_params(query.text, parameters, types, formats), driver)
-    else:  # None stands for NULL, which libpq's own typing omits
-        result = _checked(pgconn.exec_prepared(name, parameters, formats), driver)  # type: ignore[arg-type]
+    return _Statement(query.text, name, parameters, types, transformer.formats or ())
+
+
+def _found(state: _ConnectionState, result: Any) -> Found:
     rows: list[tuple[Any, ...]] = []
     if result.status == pq.ExecStatus.TUPLES_OK:
+        transformer = state.transformer
         transformer.set_pgresult(result)
         rows = transformer.load_rows(0, result.ntuples, tuple)
         transformer.set_pgresult(None)  # the result's memory goes with it
@@ -161,23 +261,37 @@ def execute(
     return Found(rows, -1 if touched is None else touched)
 
 
-def _begin_with(driver: DriverConnection[Any], state: _ConnectionState, send_statement: Callable[[], None]) -> Any:
-    """Opens the transaction and runs its first statement in one round trip (libpq's pipeline mode):
-    the BEGIN, the statement and a sync go together, and their results come back together. On a busy
-    server a round trip costs more than libpq's work: a thread switch each way and the GIL to win back.
+def _hand_over(state: _ConnectionState, queued: list[_Queued], results: list[Any]) -> None:
+    for each, result in zip(queued, results, strict=False):
+        if each.then is not None:
+            each.then(_found(state, result))
 
-    Sent as one sync group: if the BEGIN fails, the statement is skipped (PIPELINE_ABORTED); if the
-    statement fails, the transaction is left failed, as after an ordinary failed statement, for the
-    unit of work to roll back. The statement's result, or the first error, is returned or raised."""
+
+def _exchange(
+    driver: DriverConnection[Any], state: _ConnectionState, statements: list[_Statement], *, begins: bool
+) -> list[Any]:
+    """Sends the statements, after the BEGIN when ``begins``, in one round trip (libpq's pipeline
+    mode): they and a sync go together, and their results come back together. On a busy server a
+    round trip costs more than libpq's work: a thread switch each way and the GIL to win back.
+
+    Sent as one sync group: once one fails, the rest are skipped (PIPELINE_ABORTED) and the transaction
+    is left failed, as after an ordinary failed statement, for the unit of work to roll back (or ended,
+    if it was the COMMIT that failed). The statements' results are returned; the first error raised."""
     pgconn = driver.pgconn
+    if not _PIPELINES:  # one after the other; nothing is queued without pipelines
+        if begins:
+            _checked(pgconn.exec_(state.begin_command(driver)), driver)
+        return [_checked(statement.run(pgconn), driver) for statement in statements]
     pgconn.enter_pipeline_mode()
     try:
-        pgconn.send_query_params(state.begin_command(driver), None)
-        send_statement()
+        if begins:
+            pgconn.send_query_params(state.begin_command(driver), None)
+        for statement in statements:
+            statement.send(pgconn)
         pgconn.pipeline_sync()
         _flush(pgconn)
-        began = _result_of_one_query(pgconn)
-        result = _result_of_one_query(pgconn)
+        began = _result_of_one_query(pgconn) if begins else None
+        results = [_result_of_one_query(pgconn) for _ in statements]
         synced = _next_result(pgconn)
         if synced is None or synced.status != pq.ExecStatus.PIPELINE_SYNC:
             raise OperationalError("the database connection was lost")
@@ -189,8 +303,9 @@ def _begin_with(driver: DriverConnection[Any], state: _ConnectionState, send_sta
         # waiting (a KeyboardInterrupt), when the failed rollback returns it to the pool.
         pgconn.finish()
         raise
-    _checked(began, driver)
-    return _checked(result, driver)
+    if began is not None:
+        _checked(began, driver)
+    return [_checked(result, driver) for result in results]
 
 
 def _result_of_one_query(pgconn: Any) -> Any:

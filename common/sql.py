@@ -10,8 +10,10 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy import Connection, CursorResult, Dialect, Table
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import postgresql, registry, sqlite
+from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
 from sqlalchemy.exc import DBAPIError, MultipleResultsFound, NoResultFound, StatementError
+from sqlalchemy.pool import PoolProxiedConnection
 from sqlalchemy.sql.base import Executable
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ClauseElement
@@ -40,14 +42,19 @@ _insert_ignoring: dict[tuple[str, str], Prebuilt] = {}
 
 def insert_ignoring_conflict(connection: Connection, table: Table, values: dict[str, Any]) -> bool:
     """INSERT ... ON CONFLICT DO NOTHING on either backend; True if a row was inserted."""
+    return insert_ignoring_conflict_statement(connection, table).first(connection, values) is not None
+
+
+def insert_ignoring_conflict_statement(connection: Connection, table: Table) -> Prebuilt:
+    """INSERT ... ON CONFLICT DO NOTHING RETURNING the key, for the connection's backend: a row comes back
+    only when one was inserted (rowcount is not reliable here on every driver)."""
     key = (connection.dialect.name, table.name)
     statement = _insert_ignoring.get(key)
     if statement is None:
         dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
-        # rowcount is not reliable here on every driver; RETURNING yields a row only when one was inserted.
         statement = Prebuilt(dialect.insert(table).on_conflict_do_nothing().returning(*table.primary_key.columns))
         _insert_ignoring[key] = statement  # built once: building statements costs more than running them
-    return statement.first(connection, values) is not None
+    return statement
 
 
 _insert_many_ignoring: dict[tuple[str, str], Prebuilt] = {}
@@ -109,6 +116,36 @@ class Prebuilt:
         if connection.dialect.name != "postgresql":
             return int(connection.execute(self.statement, parameters).rowcount)
         return self._raw(connection, parameters).rowcount
+
+    def queue(
+        self,
+        connection: Connection,
+        parameters: Mapping[str, Any],
+        then: Callable[[list[tuple[Any, ...]]], None] | None = None,
+    ) -> None:
+        """Runs the statement in the transaction's next round trip instead of one of its own: for a write
+        whose result is not needed at once (on PostgreSQL, common/libpq.py). ``then`` is given the rows
+        it returns and may raise; that, or the statement's own error, is raised by whatever statement
+        carries it, or by the commit, which goes with the statements queued before it. A rollback drops
+        them. Elsewhere (SQLite, inside a pipeline, an engine not built by ``common.db.create_engine``)
+        the statement runs at once."""
+        if connection.dialect.name == "postgresql":
+            compiled = self._compiled_for(connection.dialect, parameters.keys())
+            driver = _driver(connection)
+            if isinstance(connection.dialect, QueueKeepingDialect) and libpq.applies(driver):
+                processed = None if then is None else (lambda found: then(compiled.processed(found.rows)))
+                try:
+                    libpq.queue(driver, connection.connection.info, compiled.numbered, compiled.values(parameters),
+                                processed)  # fmt: skip
+                except connection.dialect.loaded_dbapi.Error as error:
+                    raise _as_sqlalchemy_error(connection, compiled.sql, error) from error
+                return
+            rows = self._raw(connection, parameters).rows
+        else:
+            result = connection.execute(self.statement, parameters)
+            rows = [tuple(row) for row in result] if result.returns_rows else []
+        if then is not None:
+            then(rows)
 
     def run_many(self, connection: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
         """Runs an INSERT or UPDATE once per parameter set (in one batch)."""
@@ -230,7 +267,7 @@ class Prebuilt:
         return compiled
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # built for every statement: a frozen dataclass costs several times as much to build
 class _RawResult:
     rows: list[tuple[Any, ...]]
     rowcount: int
@@ -300,15 +337,82 @@ def _driver_errors(connection: Connection, sql: str) -> Iterator[Any]:
     out as SQLAlchemy's (IntegrityError, OperationalError...) exactly as Connection.execute raises them."""
     driver = _driver(connection)
     try:
+        libpq.flush(driver, connection.connection.info)  # the cursor's statements come after queued ones
         yield driver
     except connection.dialect.loaded_dbapi.Error as error:
         raise _as_sqlalchemy_error(connection, sql, error) from error
+
+
+class QueueKeepingDialect(PGDialect_psycopg):
+    """PostgreSQL through psycopg, keeping the statements queued on a connection (``Prebuilt.queue``) in
+    order: they reach the database before any other statement on it, go with its COMMIT, and are dropped
+    by its rollback, the pool's reset included. ``common.db.create_engine`` builds PostgreSQL engines on it.
+
+    Hooks on the dialect rather than engine events: SQLAlchemy joins an engine's event dispatch into
+    every Connection it opens, which cost an earn more CPU than the round trips the queue saves."""
+
+    supports_statement_cache = True  # as its parent: the SQL it compiles is the same
+
+    def do_execute(self, cursor: Any, statement: Any, parameters: Any, context: Any = None) -> None:
+        _flush_before(context)
+        super().do_execute(cursor, statement, parameters, context)  # type: ignore[no-untyped-call]
+
+    def do_execute_no_params(self, cursor: Any, statement: Any, context: Any = None) -> None:
+        _flush_before(context)
+        super().do_execute_no_params(cursor, statement, context)  # type: ignore[no-untyped-call]
+
+    def do_executemany(self, cursor: Any, statement: Any, parameters: Any, context: Any = None) -> None:
+        _flush_before(context)
+        super().do_executemany(cursor, statement, parameters, context)  # type: ignore[no-untyped-call]
+
+    def do_commit(self, dbapi_connection: Any) -> None:
+        # The driver's commit that follows finds the transaction over, and sends nothing, when the queued
+        # statements took the COMMIT with them. SQLAlchemy raises a driver error as its own, as ever.
+        info = _pool_info(dbapi_connection)
+        if info is not None:
+            libpq.commit(dbapi_connection.driver_connection, info)
+        super().do_commit(dbapi_connection)  # type: ignore[no-untyped-call]
+
+    def do_rollback(self, dbapi_connection: Any) -> None:
+        info = _pool_info(dbapi_connection)
+        if info is not None:
+            libpq.discard(info)
+        super().do_rollback(dbapi_connection)  # type: ignore[no-untyped-call]
+
+
+def _flush_before(context: Any) -> None:
+    # Without a context (a sequence fetched ahead of its statement) nothing that reads queued rows runs.
+    if context is not None:
+        pooled = context.root_connection.connection
+        info = _pool_info(pooled)
+        if info is not None:
+            libpq.flush(pooled.driver_connection, info)
+
+
+def _pool_info(pooled: Any) -> dict[str, Any] | None:
+    """The pool's dictionary of a pooled connection, where its queue lives; None for the connection
+    SQLAlchemy lends the dialect once to initialise (it has none, and nothing is queued on it)."""
+    if not isinstance(pooled, PoolProxiedConnection):
+        return None
+    try:
+        return pooled.info
+    except NotImplementedError:
+        return None
+
+
+#: The URL driver name of PostgreSQL engines built on QueueKeepingDialect.
+QUEUE_KEEPING_DRIVERNAME = "postgresql+coalition"
+registry.register(QUEUE_KEEPING_DRIVERNAME.replace("+", "."), __name__, QueueKeepingDialect.__name__)
 
 
 def _driver(connection: Connection) -> Any:
     """The psycopg connection under ``connection``, inside SQLAlchemy's transaction."""
     if not connection.in_transaction():
         connection.begin()  # as Connection.execute autobegins: else commit() would not commit these writes
+    return _driver_of(connection)
+
+
+def _driver_of(connection: Connection) -> Any:
     driver = connection.connection.driver_connection
     assert driver is not None, "the connection is closed"
     return driver

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import Connection
 
 from auth.models import UsedTokenId
 from common.db import table_of
-from common.sql import insert_ignoring_conflict
+from common.sql import Prebuilt, insert_ignoring_conflict_statement
 from common.uow import UnitOfWork
 
 used_token_ids = table_of(UsedTokenId)
@@ -25,20 +27,38 @@ class DatabaseReplayGuard:
         the composition root's guard (server.auth_stores.KeyCheckedReplayGuard). This one refuses to
         claim for a partner key rather than skip that check.
         """
-        return self.uow.run_statement(
-            lambda connection: self.claim_in(connection, issuer, jti, expires_at, partner_key_id=partner_key_id)
-        )
+
+        def claimed(connection: Connection) -> bool:
+            statement, values = self.claim_statement(connection, issuer, jti, expires_at, partner_key_id)
+            return statement.first(connection, values) is not None
+
+        return self.uow.run_statement(claimed)
 
     def claim_in(
-        self, connection: Connection, issuer: str, jti: str, expires_at: datetime, *, partner_key_id: str | None = None
-    ) -> bool:
-        """As ``claim``, in the transaction of ``connection``."""
+        self,
+        connection: Connection,
+        issuer: str,
+        jti: str,
+        expires_at: datetime,
+        *,
+        refused: Callable[[], None],
+        partner_key_id: str | None = None,
+    ) -> None:
+        """As ``claim``, in the transaction of ``connection``; sent with its next statement, which calls
+        ``refused`` if the id was already used."""
+        statement, values = self.claim_statement(connection, issuer, jti, expires_at, partner_key_id)
+        statement.queue(connection, values, then=lambda claimed: None if claimed else refused())
+
+    def claim_statement(
+        self, connection: Connection, issuer: str, jti: str, expires_at: datetime, partner_key_id: str | None
+    ) -> tuple[Prebuilt, dict[str, Any]]:
+        """The statement that records the id (returning a row only if it did) and its values."""
         if partner_key_id is not None:
             raise TypeError(
                 "this replay guard cannot confirm partner keys; use server.auth_stores.KeyCheckedReplayGuard"
             )
         values = {"issuer": issuer, "jti": jti, "expires_at": expires_at}
-        return insert_ignoring_conflict(connection, used_token_ids, values)
+        return insert_ignoring_conflict_statement(connection, used_token_ids), values
 
     def purge_expired(self, now: datetime, *, leeway_seconds: int = 60) -> int:
         """Forgets ids of tokens that have expired anyway (with the verifier's leeway to spare)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -165,9 +165,20 @@ class ReplayGuard(Protocol):
         ...
 
     def claim_in(
-        self, connection: Connection, issuer: str, jti: str, expires_at: datetime, *, partner_key_id: str | None = None
-    ) -> bool:
-        """As ``claim``, in the transaction of ``connection``: the id is spent only if it commits."""
+        self,
+        connection: Connection,
+        issuer: str,
+        jti: str,
+        expires_at: datetime,
+        *,
+        refused: Callable[[], None],
+        partner_key_id: str | None = None,
+    ) -> None:
+        """As ``claim``, in the transaction of ``connection``: the id is spent only if it commits.
+
+        The claim may travel with the transaction's next statement (``common.sql.Prebuilt.queue``), so
+        instead of an answer it calls ``refused`` (which raises) when the id was already used: by the
+        time the next statement returns, and always before the transaction commits."""
         ...
 
 
@@ -252,12 +263,14 @@ class TokenVerifier:
         would have: a refused request uses its token up too, and a replay outranks any other answer.
         """
 
+        def refused() -> None:
+            raise TokenReplayed("the token has already been used")
+
         def claim_in(connection: Connection) -> None:
-            claimed = self._replay_guard.claim_in(
-                connection, claim.issuer, claim.jti, claim.expires_at, partner_key_id=claim.partner_key_id
-            )
-            if not claimed:
-                raise TokenReplayed("the token has already been used")
+            self._replay_guard.claim_in(
+                connection, claim.issuer, claim.jti, claim.expires_at, refused=refused,
+                partner_key_id=claim.partner_key_id,
+            )  # fmt: skip
 
         carried = FirstCommitWork(claim_in)
         try:

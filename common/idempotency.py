@@ -99,7 +99,9 @@ def run_once(
             return _replay(stored, operation, request_hash, result_type)
         result = work(connection)
         response = codec.dumps(result)
-        _INSERT.run(connection, identity | {"outcome": "OK", "response_json": response, "created_at": uow.clock.now()})
+        # Sent with the COMMIT: a concurrent duplicate's record fails it, and the retry replays that one.
+        succeeded = {"outcome": "OK", "response_json": response, "created_at": uow.clock.now()}
+        _INSERT.queue(connection, identity | succeeded)
         return Outcome(result, is_replay=False)
 
     try:

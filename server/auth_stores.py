@@ -13,6 +13,7 @@ from __future__ import annotations
 import threading
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Connection, bindparam, exists, select
 from sqlalchemy.dialects import postgresql, sqlite
@@ -92,13 +93,13 @@ _CLAIMS = {name: _claim_while_unrevoked(name) for name in ("postgresql", "sqlite
 class KeyCheckedReplayGuard(DatabaseReplayGuard):
     """The durable replay guard, claiming a partner token's id only while its key is unrevoked."""
 
-    def claim_in(
-        self, connection: Connection, issuer: str, jti: str, expires_at: datetime, *, partner_key_id: str | None = None
-    ) -> bool:
+    def claim_statement(
+        self, connection: Connection, issuer: str, jti: str, expires_at: datetime, partner_key_id: str | None
+    ) -> tuple[Prebuilt, dict[str, Any]]:
         if partner_key_id is None:
-            return super().claim_in(connection, issuer, jti, expires_at)
+            return super().claim_statement(connection, issuer, jti, expires_at, None)
         values = {"issuer": issuer, "jti": jti, "expires_at": expires_at, "key": partner_key_id}
-        return _CLAIMS[connection.dialect.name].first(connection, values) is not None
+        return _CLAIMS[connection.dialect.name], values
 
 
 def load_operator_keys(paths: dict[str, Path]) -> dict[str, VerificationKey]:

@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import json
 import stat
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -49,9 +50,11 @@ class RecordingReplayGuard:
         return is_new
 
     def claim_in(
-        self, connection: Any, issuer: str, jti: str, expires_at: datetime, *, partner_key_id: str | None = None
-    ) -> bool:
-        return self.claim(issuer, jti, expires_at, partner_key_id=partner_key_id)
+        self, connection: Any, issuer: str, jti: str, expires_at: datetime, *, refused: Callable[[], None],
+        partner_key_id: str | None = None,
+    ) -> None:  # fmt: skip
+        if not self.claim(issuer, jti, expires_at, partner_key_id=partner_key_id):
+            refused()
 
 
 class DictKeySource:

@@ -6,7 +6,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import LABEL_STYLE_TABLENAME_PLUS_COL, Connection, and_, bindparam, func, literal, select, true
+from sqlalchemy import (
+    LABEL_STYLE_TABLENAME_PLUS_COL,
+    Connection,
+    and_,
+    bindparam,
+    exists,
+    func,
+    literal,
+    select,
+    true,
+)
 
 from checkout.models import Hold, OfflineRedemptionDay, PartnerDailyIssuance, Purchase
 from common.db import table_of
@@ -119,46 +129,53 @@ class LockedMember:
 @dataclass(frozen=True)
 class EarnReads:
     """What every earn reads before it writes: the partner's contract version in force (with whether the
-    partner is active), its best promotion running, and the network policy version in force."""
+    partner is active), its best promotion running, the network policy version in force, and whether
+    the partner has recorded a purchase with the receipt (an earlier earn, or a redemption on it)."""
 
     version: tuple[ContractVersionView, bool] | None
     promotion: ActivePromotion | None
     policy: PolicyVersionView | None
+    receipt_known: bool
 
 
-def _earn_reads() -> tuple[Prebuilt, tuple[int, int]]:
-    """The three reads as one statement, each its package's own query as a derived table outer-joined
-    to one row (a read that finds nothing gives NULLs): one round trip where there were three. The
-    contract and promotion are those at the business time, the policy the one in force now. Also the
-    column counts after which the promotion's and the policy's columns start."""
+def _earn_reads() -> tuple[Prebuilt, tuple[int, int, int]]:
+    """The reads as one statement, each its package's own query as a derived table outer-joined to one
+    row (a read that finds nothing gives NULLs): one round trip where there were four. The contract and
+    promotion are those at the business time, the policy the one in force now. Also the column counts
+    after which the promotion's, the policy's and the receipt's columns start."""
     version = version_in_force_select(bindparam("partner"), bindparam("business_time")).subquery("version")
     promotion = best_promotion_select(bindparam("partner"), bindparam("business_time")).subquery("promotion")
     policy = policy_in_force_select(bindparam("now")).subquery("policy")
+    receipt_known = exists().where(
+        purchases.c.partner_id == bindparam("partner"), purchases.c.receipt_id == bindparam("receipt")
+    )
     one_row = select(literal(1).label("one")).subquery("one_row")
     statement = (
-        select(*version.c, *promotion.c, *policy.c)
+        select(*version.c, *promotion.c, *policy.c, receipt_known.label("receipt_known"))
         .select_from(one_row.outerjoin(version, true()).outerjoin(promotion, true()).outerjoin(policy, true()))
         .set_label_style(LABEL_STYLE_TABLENAME_PLUS_COL)
     )
     promotion_at = len(version.c)
-    return Prebuilt(statement), (promotion_at, promotion_at + len(promotion.c))
+    policy_at = promotion_at + len(promotion.c)
+    return Prebuilt(statement), (promotion_at, policy_at, policy_at + len(policy.c))
 
 
-_EARN_READS, (_PROMOTION_AT, _POLICY_AT) = _earn_reads()
+_EARN_READS, (_PROMOTION_AT, _POLICY_AT, _RECEIPT_AT) = _earn_reads()
 
 
 class CheckoutRepository:
     def __init__(self, connection: Connection) -> None:
         self.connection = connection
 
-    def earn_reads(self, partner_id: int, business_time: datetime, now: datetime) -> EarnReads:
-        parameters = {"partner": partner_id, "business_time": business_time, "now": now}
+    def earn_reads(self, partner_id: int, receipt_id: str, business_time: datetime, now: datetime) -> EarnReads:
+        parameters = {"partner": partner_id, "receipt": receipt_id, "business_time": business_time, "now": now}
         row = _EARN_READS.one(self.connection, parameters)
         version = row[:_PROMOTION_AT]
         return EarnReads(
             None if version[0] is None else version_in_force_of(version),
             active_promotion_of(row[_PROMOTION_AT:_POLICY_AT]),
-            policy_version_of(row[_POLICY_AT:]),
+            policy_version_of(row[_POLICY_AT:_RECEIPT_AT]),
+            bool(row[_RECEIPT_AT]),
         )
 
     def lock_member(
@@ -229,12 +246,13 @@ class CheckoutRepository:
         row = _PURCHASE_FOR_UPDATE.first(self.connection, {"partner": partner_id, "receipt": receipt_id})
         return PurchaseRow(*row) if row else None
 
-    def insert_purchase_if_new(self, **values: Any) -> bool:
-        """Inserts the purchase unless its receipt is known; True if inserted."""
-        return insert_ignoring_conflict(self.connection, purchases, _PURCHASE_DEFAULTS | values)
-
     def insert_purchase(self, **values: Any) -> None:
         _INSERT_PURCHASE.run(self.connection, _PURCHASE_DEFAULTS | values)
+
+    def queue_purchase(self, **values: Any) -> None:
+        """Inserts the purchase with the transaction's next round trip (common.sql.Prebuilt.queue); a
+        purchase already recorded with the receipt fails it, or the commit, as a unique violation."""
+        _INSERT_PURCHASE.queue(self.connection, _PURCHASE_DEFAULTS | values)
 
     def update_purchase(self, purchase_id: int, **values: Any) -> None:
         self.connection.execute(purchases.update().where(purchases.c.id == purchase_id).values(**values))

@@ -398,7 +398,8 @@ class CheckoutService:
 
 
 def _earn(session: CheckoutSession, partner: PartnerRef, command: EarnCommand) -> EarnResult:
-    version, running_promotion = session.earn_reads(partner.partner_id)
+    context = session.earn_reads(partner.partner_id, command.receipt_id)
+    version, running_promotion = context.version, context.promotion
     require_currency(command.basket.currency, version.terms)
     found = session.member(command.member, partner.partner_id, enroll=command.enroll_if_unknown)
     member, accounts, is_new = found.row, found.accounts, found.is_new
@@ -420,7 +421,7 @@ def _earn(session: CheckoutSession, partner: PartnerRef, command: EarnCommand) -
     earned = {"earned_at": session.business_time, "earn_transaction_id": transaction_id, "points_earned": points,
               "total_minor": command.basket.total_minor, "channel": command.channel,
               "store_id": command.store_id or None}  # fmt: skip
-    _record_earn(session, partner, member, version, command.receipt_id, earned)
+    _record_earn(session, partner, member, version, command.receipt_id, earned, receipt_known=context.receipt_known)
     return EarnResult(
         transaction_id=public_id, member_number=member.member_number, points_earned=points,
         debt_repaid_points=repaid, available_at=lot.available_at, expires_at=lot.expires_at,
@@ -538,17 +539,19 @@ def _spend(
 
 def _record_earn(
     session: CheckoutSession, partner: PartnerRef, member: MemberRow, version: ContractVersionView,
-    receipt_id: str, earned: Mapping[str, object],
+    receipt_id: str, earned: Mapping[str, object], *, receipt_known: bool,
 ) -> None:  # fmt: skip
-    """Records the receipt as earned. Most receipts are new, so insert first and look only on conflict
-    (the whole transaction, earn included, rolls back if the receipt had earned already)."""
-    if session.records.insert_purchase_if_new(
-        partner_id=partner.partner_id, receipt_id=receipt_id, member_id=member.id,
-        currency=version.terms.currency, contract_version_id=version.id, **earned,
-    ):  # fmt: skip
+    """Records the receipt as earned (the whole transaction, earn included, rolls back if it had earned
+    already). A receipt unknown when the earn read began, as most are, is inserted with the commit: if
+    a concurrent earn of it commits first, the insert fails the commit, and the unit of work's retry
+    finds the receipt known."""
+    values = {"partner_id": partner.partner_id, "receipt_id": receipt_id, "member_id": member.id,
+              "currency": version.terms.currency, "contract_version_id": version.id, **earned}  # fmt: skip
+    if not receipt_known:
+        session.records.queue_purchase(**values)
         return
     purchase = session.records.purchase_for_update(partner.partner_id, receipt_id)
-    assert purchase is not None
+    assert purchase is not None, "purchases are never deleted"
     if purchase.earned_at is not None:
         raise ReceiptAlreadyEarned("this receipt has already earned points", receipt_id=receipt_id)
     if purchase.member_id != member.id:

@@ -57,6 +57,15 @@ class CheckoutMember:
 
 
 @dataclass(frozen=True)
+class EarnContext:
+    """What an earn reads before it writes (``CheckoutSession.earn_reads``)."""
+
+    version: ContractVersionView
+    promotion: ActivePromotion | None  # the partner's best running at the business time
+    receipt_known: bool  # whether the partner has recorded a purchase with the receipt
+
+
+@dataclass(frozen=True)
 class PartnerRef:
     """The authenticated partner: its id and the scope its idempotency keys live in."""
 
@@ -109,14 +118,15 @@ class CheckoutSession:
         days = self.settings.expiring_soon_days
         return self.now + timedelta(days=days if days is not None else self.expiry_policy().expiring_soon_days)
 
-    def earn_reads(self, partner_id: int) -> tuple[ContractVersionView, ActivePromotion | None]:
+    def earn_reads(self, partner_id: int, receipt_id: str) -> EarnContext:
         """What an earn reads first, in one statement: the contract version and the partner's best
-        promotion at the business time (the partner must be active now), and the policy in force now."""
-        reads = self.records.earn_reads(partner_id, self.business_time, self.now)
+        promotion at the business time (the partner must be active now), the policy in force now, and
+        whether the receipt is known."""
+        reads = self.records.earn_reads(partner_id, receipt_id, self.business_time, self.now)
         if self._policy is None:
             self._policy = (reads.policy or DEFAULT_VERSION).policy
         terms = require_terms_in_force(self.ledger_records.connection, partner_id, reads.version)
-        return terms, reads.promotion
+        return EarnContext(terms, reads.promotion, reads.receipt_known)
 
     def terms(self, partner_id: int) -> ContractVersionView:
         """The contract version in force when the event happened (the partner must be active now)."""

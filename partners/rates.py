@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from datetime import datetime
@@ -127,8 +128,22 @@ def points_for_spend(eligible_minor: int, terms: ContractTerms) -> int:
     """Points earned on an eligible spend, rounded by the contract's rule."""
     if eligible_minor <= 0:
         return 0
-    exact = Fraction(eligible_minor) * Fraction(terms.earn_rate) / _minor_per_major(terms.currency)
-    return _round(exact, terms.earn_rounding)
+    numerator, denominator = _points_per_minor(terms.earn_rate, terms.currency)
+    exact = eligible_minor * numerator  # points = exact / denominator
+    if terms.earn_rounding is Rounding.DOWN:
+        return exact // denominator
+    if terms.earn_rounding is Rounding.UP:
+        return -(-exact // denominator)
+    return (2 * exact + denominator) // (2 * denominator)  # floor(exact / denominator + 1/2)
+
+
+@functools.lru_cache(maxsize=1024)
+def _points_per_minor(earn_rate: Decimal, currency: str) -> tuple[int, int]:
+    """The earn rate (points per major unit) as an exact ratio of points per minor unit, in lowest terms
+    with a positive denominator. Built once per rate: every earn needs it, and making a Fraction of a
+    Decimal costs more than the rest of the arithmetic."""
+    ratio = Fraction(earn_rate) / _minor_per_major(currency)
+    return ratio.numerator, ratio.denominator
 
 
 def value_of_points_minor(points: int, terms: ContractTerms) -> int:

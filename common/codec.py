@@ -17,7 +17,9 @@ T = TypeVar("T")
 
 # Types written as they are; exact types, so a str- or int-valued Enum still goes through its branch.
 _AS_IS: frozenset[type] = frozenset({str, int, float, bool, type(None)})
-_FIELD_NAMES: dict[type, tuple[str, ...]] = {}  # a dataclass's fields, looked up once (every write hashes one)
+# A dataclass's fields, or None for any other type, looked up once per type (every write hashes one).
+_FIELD_NAMES: dict[type, tuple[str, ...] | None] = {}
+_UNSEEN = ("",)  # not a field tuple any dataclass has
 # json.dumps builds an encoder a call when given any option: these are built once, with the same options.
 _ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
 
@@ -27,9 +29,10 @@ def to_jsonable(value: Any, *, canonical: bool = False) -> Any:
     kind = type(value)
     if kind in _AS_IS:
         return value
-    names = _FIELD_NAMES.get(kind)
-    if names is None and dataclasses.is_dataclass(kind):
-        names = _FIELD_NAMES.setdefault(kind, tuple(field.name for field in dataclasses.fields(kind)))
+    names = _FIELD_NAMES.get(kind, _UNSEEN)
+    if names is _UNSEEN:
+        names = tuple(field.name for field in dataclasses.fields(kind)) if dataclasses.is_dataclass(kind) else None
+        _FIELD_NAMES[kind] = names
     if names is not None:
         return {name: to_jsonable(getattr(value, name), canonical=canonical) for name in names}
     if isinstance(value, Enum):

@@ -278,7 +278,8 @@ class _CompiledStatement:
     sql: str
     literals: dict[str, Any]  # values written into the statement itself (status == "HELD")
     bind_processors: dict[str, Callable[[Any], Any]]
-    result_processors: tuple[Callable[[Any], Any] | None, ...]
+    result_processors: tuple[tuple[int, Callable[[Any], Any]], ...]  # (column, processor), where a column has one
+    width: int  # the columns a row has
     numbered: libpq.NumberedQuery  # the SQL as libpq takes it (PostgreSQL)
     _for_rows: dict[int, libpq.NumberedQuery | None] = field(default_factory=dict, compare=False)
 
@@ -305,24 +306,33 @@ class _CompiledStatement:
             if processor is not None:
                 processors[name] = processor
         columns = list(getattr(statement, "exported_columns", ()))
-        results = tuple(column.type.dialect_impl(dialect).result_processor(dialect, None) for column in columns)
+        results = [column.type.dialect_impl(dialect).result_processor(dialect, None) for column in columns]
+        active = tuple((index, process) for index, process in enumerate(results) if process is not None)
         literals = {name: value for name, value in every_value.items() if name not in names}
-        return cls(compiled.string, literals, processors, results, libpq.NumberedQuery.of(compiled.string))
+        numbered = libpq.NumberedQuery.of(compiled.string)
+        return cls(compiled.string, literals, processors, active, len(columns), numbered)
 
     def values(self, parameters: Mapping[str, Any]) -> dict[str, Any]:
-        values = self.literals | dict(parameters)
+        values = {**self.literals, **parameters}
         for name, process in self.bind_processors.items():
             values[name] = process(values[name])
         return values
 
     def processed(self, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-        processors = self.result_processors
-        if not any(processors):
+        """The rows with each column's result processor applied (only the columns that have one: a
+        checkout statement's row has a few dozen columns, and most need none)."""
+        active = self.result_processors
+        if not active:
             return rows
-        return [
-            tuple(value if process is None else process(value) for process, value in zip(processors, row, strict=True))
-            for row in rows
-        ]
+        done = []
+        for row in rows:
+            values = list(row)
+            if len(values) != self.width:
+                raise ValueError(f"a row of {len(values)} columns where the statement has {self.width}")
+            for index, process in active:
+                values[index] = process(values[index])
+            done.append(tuple(values))
+        return done
 
 
 def _on_driver(connection: Connection, sql: str, work: Callable[[Any], T]) -> T:

@@ -44,8 +44,9 @@ class DatabaseReplayGuard:
         refused: Callable[[], None],
         partner_key_id: str | None = None,
     ) -> None:
-        """As ``claim``, in the transaction of ``connection``; sent with its next statement, which calls
-        ``refused`` if the id was already used."""
+        """As ``claim``, in the transaction of ``connection``. The claim is queued: it is sent with the
+        transaction's next statement, or before its COMMIT, and ``refused`` is called when its result
+        shows the id already used."""
         statement, values = self.claim_statement(connection, issuer, jti, expires_at, partner_key_id)
         statement.queue(connection, values, then=lambda claimed: None if claimed else refused())
 

@@ -258,13 +258,14 @@ class TokenVerifier:
         """Runs the request inside the block with its token id claimed by its first committed transaction.
 
         Every transaction the request opens in this thread begins with the claim until one commits, so
-        no effect commits before the id is spent, and a replayed token is refused before its work runs.
+        no effect commits before the id is spent. The claim travels with the transaction's first
+        statement, so a replayed token is refused when that statement returns, before the work goes on.
         A request that commits nothing (a read, a refusal) spends the id on the way out, as ``verify``
         would have: a refused request uses its token up too, and a replay outranks any other answer.
         """
 
         def refused() -> None:
-            raise TokenReplayed("the token has already been used")
+            carried.refuse(TokenReplayed("the token has already been used"))
 
         def claim_in(connection: Connection) -> None:
             self._replay_guard.claim_in(

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError
@@ -47,6 +47,13 @@ class FirstCommitWork:
     run: Callable[[Connection], None]
     committed: bool = False
     in_transaction: bool = False
+    refusal: BaseException | None = None
+
+    def refuse(self, error: BaseException) -> NoReturn:
+        """Fails the transaction carrying this work with ``error``, even if the request's own work, whose
+        statement may be the one that brings the answer in, catches it."""
+        self.refusal = error
+        raise error
 
 
 _FIRST_COMMIT: ContextVar[FirstCommitWork | None] = ContextVar("first_commit_work", default=None)
@@ -105,10 +112,12 @@ class UnitOfWork:
                 with self.engine.begin() as connection:
                     if first is None:
                         return work(connection)
-                    first.in_transaction = True
+                    first.in_transaction, first.refusal = True, None
                     try:
                         first.run(connection)
                         result = work(connection)
+                        if first.refusal is not None:  # the work caught it: it still fails the transaction
+                            raise first.refusal
                     finally:
                         first.in_transaction = False
                 if first is not None:

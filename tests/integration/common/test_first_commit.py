@@ -3,6 +3,7 @@ checkout API spends a token id without a transaction of its own."""
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 
 import pytest
@@ -68,3 +69,28 @@ def test_outside_the_block_nothing_is_carried(uow: UnitOfWork) -> None:
         pass
     uow.run(lambda connection: None)
     assert runs == [] and not recorded(uow, key)
+
+
+class Refusal(Exception):
+    pass
+
+
+def test_a_refusal_the_work_swallows_still_fails_the_transaction(uow: UnitOfWork) -> None:
+    """On PostgreSQL the work's first statement brings the refusal in (the claim rides it), inside the
+    work's own code: work that catches errors around a read must not commit past it (found in review)."""
+    first_key, effect = uuid.uuid4().hex, uuid.uuid4().hex
+
+    def run(connection: Connection) -> None:
+        INSERT.queue(connection, record(first_key), then=lambda rows: carried.refuse(Refusal()))
+
+    carried = FirstCommitWork(run)
+
+    def work(connection: Connection) -> None:
+        with contextlib.suppress(Refusal):  # as work that answers a refused read itself would
+            FIND.first(connection, {"scope": "tests", "key": "anything"})
+        INSERT.run(connection, record(effect))
+
+    with first_commit_carries(carried), pytest.raises(Refusal):
+        uow.run(work)
+    assert not carried.committed
+    assert not recorded(uow, effect) and not recorded(uow, first_key)

@@ -94,7 +94,7 @@ def create_engine(url: str, *, pool_size: int = 10, statement_timeout_ms: int = 
 def _queue_keeping(url: str) -> URL:
     """The URL with psycopg's dialect swapped for the one that keeps queued statements in order."""
     parsed = make_url(url)
-    # The last: the URL of an engine built here, reused for another database.
+    # QUEUE_KEEPING_DRIVERNAME: the URL of an engine built here, reused to build another.
     if parsed.drivername not in ("postgresql", "postgresql+psycopg", QUEUE_KEEPING_DRIVERNAME):
         raise ValueError(f"PostgreSQL is reached through psycopg (postgresql+psycopg://...), not {parsed.drivername}")
     return parsed.set(drivername=QUEUE_KEEPING_DRIVERNAME)

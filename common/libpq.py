@@ -25,7 +25,8 @@ libpq's blocking calls release the GIL, as psycopg's waiting does. Inside a pipe
 
 A write whose result nobody needs at once can be queued (``queue``): it is sent with the next
 statement, or with the COMMIT, in one round trip, instead of costing one of its own. ``common.sql``
-flushes the queue before anything else reaches the connection and drops it on rollback.
+flushes the queue before anything else reaches the connection and drops it on a rollback, or on a
+rollback to a savepoint (which flushed the queue when it was taken).
 """
 
 from __future__ import annotations
@@ -144,7 +145,7 @@ class _ConnectionState:
 
 
 @dataclass(slots=True)  # built for every statement: a frozen dataclass costs several times as much to build
-class Found:
+class Found:  # (so it is mutable and unhashable; callers read it once)
     """The rows a statement returned (as the database's types load them) and the rows it touched."""
 
     rows: list[tuple[Any, ...]]
@@ -170,7 +171,8 @@ def execute(
     queued, state.queued = state.queued, []
     begins = not driver.autocommit and driver.pgconn.transaction_status == pq.TransactionStatus.IDLE
     if begins or queued:  # queued implies pipelines: without them nothing is queued
-        results = _exchange(driver, state, [*(each.statement for each in queued), statement], begins=begins)
+        statements = [*(each.statement for each in queued), statement]
+        results = _exchange(driver, state, statements, begins=begins, queued=len(queued))
         _hand_over(state, queued, results)
         return _found(state, results[-1])
     return _found(state, _checked(statement.run(driver.pgconn), driver))
@@ -204,12 +206,15 @@ def flush(driver: DriverConnection[Any], info: MutableMapping[str, Any]) -> None
         return
     queued, state.queued = state.queued, []
     begins = not driver.autocommit and driver.pgconn.transaction_status == pq.TransactionStatus.IDLE
-    _hand_over(state, queued, _exchange(driver, state, [each.statement for each in queued], begins=begins))
+    statements = [each.statement for each in queued]
+    _hand_over(state, queued, _exchange(driver, state, statements, begins=begins, queued=len(queued)))
 
 
 def commit(driver: DriverConnection[Any], info: MutableMapping[str, Any]) -> None:
     """Commits the transaction together with the statements queued in it, in one round trip. If one
-    of them waits for its result (``then``, which may refuse), they go first and the COMMIT after."""
+    of them waits for its result (``then``, which may refuse), they go first and the COMMIT after, in
+    two: a refusal must come before the COMMIT is sent. (The token claim, the one such statement, is
+    nearly always carried by an earlier statement.)"""
     state = info.get(_STATE_KEY)
     if state is None or state.pgconn is not driver.pgconn or not state.queued:
         return  # the driver's own commit does it
@@ -218,7 +223,7 @@ def commit(driver: DriverConnection[Any], info: MutableMapping[str, Any]) -> Non
         return
     queued, state.queued = state.queued, []
     begins = driver.pgconn.transaction_status == pq.TransactionStatus.IDLE
-    _exchange(driver, state, [*(each.statement for each in queued), _COMMIT], begins=begins)
+    _exchange(driver, state, [*(each.statement for each in queued), _COMMIT], begins=begins, queued=len(queued))
 
 
 def discard(info: MutableMapping[str, Any]) -> None:
@@ -268,7 +273,7 @@ def _hand_over(state: _ConnectionState, queued: list[_Queued], results: list[Any
 
 
 def _exchange(
-    driver: DriverConnection[Any], state: _ConnectionState, statements: list[_Statement], *, begins: bool
+    driver: DriverConnection[Any], state: _ConnectionState, statements: list[_Statement], *, begins: bool, queued: int
 ) -> list[Any]:
     """Sends the statements, after the BEGIN when ``begins``, in one round trip (libpq's pipeline
     mode): they and a sync go together, and their results come back together. On a busy server a
@@ -276,7 +281,9 @@ def _exchange(
 
     Sent as one sync group: once one fails, the rest are skipped (PIPELINE_ABORTED) and the transaction
     is left failed, as after an ordinary failed statement, for the unit of work to roll back (or ended,
-    if it was the COMMIT that failed). The statements' results are returned; the first error raised."""
+    if it was the COMMIT that failed). The statements' results are returned; the first error raised,
+    with a note naming the statement when it was one of the first ``queued``, which callers raise
+    under the SQL of the statement that carried them."""
     pgconn = driver.pgconn
     if not _PIPELINES:  # one after the other; nothing is queued without pipelines
         if begins:
@@ -305,7 +312,14 @@ def _exchange(
         raise
     if began is not None:
         _checked(began, driver)
-    return [_checked(result, driver) for result in results]
+    for index, (statement, result) in enumerate(zip(statements, results, strict=True)):
+        try:
+            _checked(result, driver)
+        except Exception as error:
+            if index < queued:  # raised under the SQL of the statement that carried it: say which failed
+                error.add_note(f"raised by a queued statement: {statement.text.decode(errors='replace')[:200]}")
+            raise
+    return results
 
 
 def _result_of_one_query(pgconn: Any) -> Any:

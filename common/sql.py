@@ -126,9 +126,11 @@ class Prebuilt:
         """Runs the statement in the transaction's next round trip instead of one of its own: for a write
         whose result is not needed at once (on PostgreSQL, common/libpq.py). ``then`` is given the rows
         it returns and may raise; that, or the statement's own error, is raised by whatever statement
-        carries it, or by the commit, which goes with the statements queued before it. A rollback drops
-        them. Elsewhere (SQLite, inside a pipeline, an engine not built by ``common.db.create_engine``)
-        the statement runs at once."""
+        carries it, or by the commit, which goes with the statements queued before it (a note on the
+        error names the queued statement). A rollback drops them, as does a rollback to a savepoint taken
+        before them. The first time a connection meets the statement, preparing it takes a round trip.
+        Elsewhere (SQLite, inside a pipeline, an engine not built by ``common.db.create_engine``) the
+        statement runs at once."""
         if connection.dialect.name == "postgresql":
             compiled = self._compiled_for(connection.dialect, parameters.keys())
             driver = _driver(connection)
@@ -268,7 +270,7 @@ class Prebuilt:
 
 
 @dataclass(slots=True)  # built for every statement: a frozen dataclass costs several times as much to build
-class _RawResult:
+class _RawResult:  # (so it is mutable and unhashable; nothing keeps or compares one)
     rows: list[tuple[Any, ...]]
     rowcount: int
 
@@ -356,7 +358,8 @@ def _driver_errors(connection: Connection, sql: str) -> Iterator[Any]:
 class QueueKeepingDialect(PGDialect_psycopg):
     """PostgreSQL through psycopg, keeping the statements queued on a connection (``Prebuilt.queue``) in
     order: they reach the database before any other statement on it, go with its COMMIT, and are dropped
-    by its rollback, the pool's reset included. ``common.db.create_engine`` builds PostgreSQL engines on it.
+    by its rollback (the pool's reset included) or by a rollback to a savepoint taken before them.
+    ``common.db.create_engine`` builds PostgreSQL engines on it.
 
     Hooks on the dialect rather than engine events: SQLAlchemy joins an engine's event dispatch into
     every Connection it opens, which cost an earn more CPU than the round trips the queue saves."""
@@ -388,6 +391,13 @@ class QueueKeepingDialect(PGDialect_psycopg):
         if info is not None:
             libpq.discard(info)
         super().do_rollback(dbapi_connection)  # type: ignore[no-untyped-call]
+
+    def do_rollback_to_savepoint(self, connection: Any, name: str) -> None:
+        # The SAVEPOINT flushed the queue: what is queued now was queued after it, and is undone with it.
+        info = _pool_info(connection.connection)
+        if info is not None:
+            libpq.discard(info)
+        super().do_rollback_to_savepoint(connection, name)  # type: ignore[no-untyped-call]
 
 
 def _flush_before(context: Any) -> None:

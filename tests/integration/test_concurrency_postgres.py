@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import text
 
 from checkout.commands import Basket, CaptureCommand, EarnCommand, EnrollCommand, HoldCommand, RedeemCommand
-from checkout.errors import InsufficientPoints
+from checkout.errors import InsufficientPoints, ReceiptAlreadyEarned
 from checkout.services import CheckoutService
 from checkout.session import CheckoutSettings, PartnerRef
 from common.uow import UnitOfWork
@@ -121,6 +121,28 @@ def test_one_earn_sent_sixteen_times_at_once_with_one_key_has_one_effect(uow: Un
         ).scalar_one()
     assert earned == 1
     assert service.get_balance(partner, member).available_points == 123
+    assert_invariants(uow.engine)
+
+
+@pytest.mark.parametrize("members", [1, 16], ids=["one-member", "sixteen-members"])
+def test_one_receipt_earned_sixteen_times_at_once_with_sixteen_keys_earns_once(uow: UnitOfWork, members: int) -> None:
+    """A new receipt's purchase row goes with the COMMIT: the earns that lose the race fail it with a
+    unique violation, and their retry finds the receipt earned."""
+    service, partner = CheckoutService(uow, SETTINGS), create_partner(uow)
+    people = [email() for _ in range(members)]
+    for person in people:
+        service.enroll_member(partner, uuid.uuid4().hex, EnrollCommand(person))
+    receipt_id = f"R-{uuid.uuid4().hex[:12]}"
+
+    def earn_receipt(index: int) -> object:
+        command = EarnCommand(people[index % members], receipt_id, Basket("EUR", 12_345))
+        return service.earn_points(partner, uuid.uuid4().hex, command)
+
+    results = run_together(16, earn_receipt)
+
+    assert not unexpected(results, ReceiptAlreadyEarned), unexpected(results, ReceiptAlreadyEarned)
+    assert sum(not isinstance(result, Exception) for result in results) == 1
+    assert sum(service.get_balance(partner, person).available_points for person in people) == 123
     assert_invariants(uow.engine)
 
 

@@ -61,16 +61,33 @@ def test_a_queued_write_is_seen_by_the_next_prebuilt_statement_and_commits_with_
     assert stored(engine, key) == "Op"
 
 
-def test_a_queued_write_is_seen_by_sqlalchemys_own_execute_and_a_savepoint_rolls_it_back(engine: Engine) -> None:
-    kept, dropped = uuid.uuid4().hex, uuid.uuid4().hex
+def test_a_queued_write_is_seen_by_sqlalchemys_own_execute(engine: Engine) -> None:
+    key = uuid.uuid4().hex
     with engine.begin() as connection:
-        INSERT.queue(connection, record(kept))
-        assert connection.execute(records.select().where(records.c.idempotency_key == kept)).one()
+        INSERT.queue(connection, record(key))
+        assert connection.execute(records.select().where(records.c.idempotency_key == key)).one()
+    assert stored(engine, key) == "Op"
+
+
+def test_a_rollback_to_a_savepoint_drops_what_was_queued_after_it_and_keeps_what_was_queued_before(
+    engine: Engine,
+) -> None:
+    """As cards/feed.py rolls back a refused item: a write queued in the savepoint, even one that would
+    fail, is dropped, and the transaction goes on (found in review)."""
+    existing, before, dropped, after = (uuid.uuid4().hex for _ in range(4))
+    with engine.begin() as connection:
+        INSERT.run(connection, record(existing))
+    with engine.begin() as connection:
+        INSERT.queue(connection, record(before))
         savepoint = connection.begin_nested()
         INSERT.queue(connection, record(dropped))
+        if engine.dialect.name == "postgresql":  # SQLite runs it at once, and would fail here
+            INSERT.queue(connection, record(existing, "Duplicate"))
         savepoint.rollback()
-        assert connection.execute(records.select().where(records.c.idempotency_key == dropped)).first() is None
-    assert stored(engine, kept) == "Op" and stored(engine, dropped) is None
+        INSERT.queue(connection, record(after))
+        released = connection.begin_nested()
+        released.commit()
+    assert [stored(engine, key) for key in (existing, before, dropped, after)] == ["Op", "Op", None, "Op"]
 
 
 def test_a_queued_write_alone_commits_with_the_commit(engine: Engine) -> None:
@@ -120,6 +137,9 @@ def test_a_queued_write_that_fails_at_the_commit_commits_nothing_and_can_be_retr
         INSERT.run(connection, record(other))
         INSERT.queue(connection, record(key, "Duplicate"))
     assert getattr(raised.value.orig, "sqlstate", "23505") == "23505"
+    if engine.dialect.name == "postgresql":  # raised with the COMMIT that carried it: the note says which failed
+        notes = getattr(raised.value.orig, "__notes__", [])
+        assert any(note.startswith("raised by a queued statement: INSERT INTO idempotency_records") for note in notes)
     assert stored(engine, key) == "Op" and stored(engine, other) is None
     with engine.begin() as connection:
         INSERT.queue(connection, record(other))
@@ -183,9 +203,9 @@ def test_queued_writes_and_the_commit_take_one_round_trip(engine: Engine, monkey
     sent: list[list[bytes]] = []
     exchange = libpq._exchange
 
-    def counted(driver: Any, state: Any, statements: list[Any], *, begins: bool) -> list[Any]:
+    def counted(driver: Any, state: Any, statements: list[Any], *, begins: bool, queued: int) -> list[Any]:
         sent.append([b"BEGIN"] * begins + [statement.text.split(b" ")[0] for statement in statements])
-        return exchange(driver, state, statements, begins=begins)
+        return exchange(driver, state, statements, begins=begins, queued=queued)
 
     monkeypatch.setattr(libpq, "_exchange", counted)
     first, second = uuid.uuid4().hex, uuid.uuid4().hex

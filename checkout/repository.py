@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -163,34 +164,55 @@ def _earn_reads() -> tuple[Prebuilt, tuple[int, int, int]]:
 _EARN_READS, (_PROMOTION_AT, _POLICY_AT, _RECEIPT_AT) = _earn_reads()
 
 
+def earn_reads_of(rows: list[tuple[Any, ...]]) -> EarnReads:
+    """What ``read_earn_reads_ahead``'s statement found."""
+    (row,) = rows  # one row always: the reads are outer-joined to it
+    version = row[:_PROMOTION_AT]
+    return EarnReads(
+        None if version[0] is None else version_in_force_of(version),
+        active_promotion_of(row[_PROMOTION_AT:_POLICY_AT]),
+        policy_version_of(row[_POLICY_AT:_RECEIPT_AT]),
+        bool(row[_RECEIPT_AT]),
+    )
+
+
+def locked_member_of(rows: list[tuple[Any, ...]]) -> LockedMember | None:
+    """What ``lock_member_ahead``'s statement found: the member, or None."""
+    if not rows:
+        return None
+    row = rows[0]
+    member = MemberRow(row[0], row[1], row[2])
+    return LockedMember(member, MemberAccounts(row[0], row[3], row[4], row[5], row[6]), bool(row[7]))
+
+
 class CheckoutRepository:
     def __init__(self, connection: Connection) -> None:
         self.connection = connection
 
     def earn_reads(self, partner_id: int, receipt_id: str, business_time: datetime, now: datetime) -> EarnReads:
+        return earn_reads_of(self.read_earn_reads_ahead(partner_id, receipt_id, business_time, now)())
+
+    def read_earn_reads_ahead(
+        self, partner_id: int, receipt_id: str, business_time: datetime, now: datetime
+    ) -> Callable[[], list[tuple[Any, ...]]]:
+        """``earn_reads``'s statement, queued (``Prebuilt.read_ahead``); ``earn_reads_of`` reads its rows."""
         parameters = {"partner": partner_id, "receipt": receipt_id, "business_time": business_time, "now": now}
-        row = _EARN_READS.one(self.connection, parameters)
-        version = row[:_PROMOTION_AT]
-        return EarnReads(
-            None if version[0] is None else version_in_force_of(version),
-            active_promotion_of(row[_PROMOTION_AT:_POLICY_AT]),
-            policy_version_of(row[_POLICY_AT:_RECEIPT_AT]),
-            bool(row[_RECEIPT_AT]),
-        )
+        return _EARN_READS.read_ahead(self.connection, parameters)
 
     def lock_member(
         self, partner_id: int, *, number: str = "", kind: str = "", hashed: str = ""
     ) -> LockedMember | None:
         """Finds a member by number or identifier hash and locks their balance row, in one statement."""
+        return locked_member_of(self.lock_member_ahead(partner_id, number=number, kind=kind, hashed=hashed)())
+
+    def lock_member_ahead(
+        self, partner_id: int, *, number: str = "", kind: str = "", hashed: str = ""
+    ) -> Callable[[], list[tuple[Any, ...]]]:
+        """``lock_member``'s statement, queued (``Prebuilt.read_ahead``); ``locked_member_of`` reads its rows."""
         if number:
-            row = _MEMBER_BY_NUMBER_FOR_UPDATE.first(self.connection, {"partner": partner_id, "number": number})
-        else:
-            parameters = {"partner": partner_id, "kind": kind, "hash": hashed}
-            row = _MEMBER_BY_HASH_FOR_UPDATE.first(self.connection, parameters)
-        if row is None:
-            return None
-        member = MemberRow(row[0], row[1], row[2])
-        return LockedMember(member, MemberAccounts(row[0], row[3], row[4], row[5], row[6]), bool(row[7]))
+            return _MEMBER_BY_NUMBER_FOR_UPDATE.read_ahead(self.connection, {"partner": partner_id, "number": number})
+        parameters = {"partner": partner_id, "kind": kind, "hash": hashed}
+        return _MEMBER_BY_HASH_FOR_UPDATE.read_ahead(self.connection, parameters)
 
     def held_points(self, member_id: int, now: datetime, *, excluding_hold_id: int | None = None) -> int:
         if excluding_hold_id is None:

@@ -121,11 +121,18 @@ class CheckoutService:
     def earn_points(self, partner: PartnerRef, request_id: str, command: EarnCommand) -> Outcome[EarnResult]:
         """Credits points for a paid receipt; one receipt earns at most once."""
         command.basket.validate()
+        ahead: list[CheckoutSession] = []  # the attempt's session, its first reads queued with the lookup
+
+        def read_ahead(connection: Connection) -> None:
+            ahead[:] = [self._session(connection)]
+            ahead[0].read_ahead_for_earn(partner.partner_id, command.receipt_id, command.member)
 
         def work(connection: Connection) -> EarnResult:
-            return _earn(self._session(connection), partner, command)
+            session = ahead.pop() if ahead and ahead[0].connection is connection else self._session(connection)
+            return _earn(session, partner, command)
 
-        return run_once(self.uow, partner.request(request_id), "EarnPoints", command, EarnResult, work)
+        request = partner.request(request_id)
+        return run_once(self.uow, request, "EarnPoints", command, EarnResult, work, read_ahead=read_ahead)
 
     def hold_points(self, partner: PartnerRef, request_id: str, command: HoldCommand) -> Outcome[HoldView]:
         """Reserves points for an open basket until captured, released or expired."""

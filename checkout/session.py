@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import Connection
 
 from checkout.commands import BalanceView, Basket
 from checkout.errors import CurrencyMismatch, DailyIssuanceCapExceeded, InsufficientPoints, TransactionLimitExceeded
-from checkout.repository import CheckoutRepository
+from checkout.repository import CheckoutRepository, earn_reads_of, locked_member_of
+from common.errors import CoalitionError
 from common.idempotency import RequestKey
 from ledger.posting import Ledger
 from ledger.repository import LedgerRepository, MemberAccounts
@@ -92,6 +94,8 @@ class CheckoutSession:
         self.records = CheckoutRepository(connection)
         self.ledger = Ledger(self.ledger_records, now)
         self._policy: NetworkPolicy | None = None
+        self._earn_reads_ahead: tuple[int, str, Callable[[], list[tuple[Any, ...]]]] | None = None
+        self._member_ahead: tuple[MemberIdentifier, int, Callable[[], list[tuple[Any, ...]]]] | None = None
 
     def policy(self) -> NetworkPolicy:
         """The network policy in force now (read once per transaction)."""
@@ -118,11 +122,30 @@ class CheckoutSession:
         days = self.settings.expiring_soon_days
         return self.now + timedelta(days=days if days is not None else self.expiry_policy().expiring_soon_days)
 
+    def read_ahead_for_earn(self, partner_id: int, receipt_id: str, identifier: MemberIdentifier) -> None:
+        """Queues an earn's first two reads, ``earn_reads``'s statement and the member's lock, to go with
+        the transaction's next round trip (the idempotency lookup's): one round trip where there were
+        three. Nothing is raised here: ``earn_reads`` and ``member`` raise what they find, in their order.
+        A replay takes the member's lock and drops it with its transaction."""
+        self._earn_reads_ahead = (
+            partner_id, receipt_id,
+            self.records.read_earn_reads_ahead(partner_id, receipt_id, self.business_time, self.now),
+        )  # fmt: skip
+        try:
+            identifier = normalise(identifier)
+        except CoalitionError:
+            return  # ``member`` raises it, after the lookup, as ever
+        self._member_ahead = (identifier, partner_id, self._lock_member(identifier, partner_id))
+
     def earn_reads(self, partner_id: int, receipt_id: str) -> EarnContext:
         """What an earn reads first, in one statement: the contract version and the partner's best
         promotion at the business time (the partner must be active now), the policy in force now, and
         whether the receipt is known."""
-        reads = self.records.earn_reads(partner_id, receipt_id, self.business_time, self.now)
+        ahead, self._earn_reads_ahead = self._earn_reads_ahead, None
+        if ahead is not None and ahead[:2] == (partner_id, receipt_id):
+            reads = earn_reads_of(ahead[2]())
+        else:
+            reads = self.records.earn_reads(partner_id, receipt_id, self.business_time, self.now)
         if self._policy is None:
             self._policy = (reads.policy or DEFAULT_VERSION).policy
         terms = require_terms_in_force(self.ledger_records.connection, partner_id, reads.version)
@@ -139,10 +162,11 @@ class CheckoutSession:
         """Finds (or enrols) the member a partner names at checkout, locks their balance, records the link."""
         identifier = normalise(identifier)
         pepper = self.settings.identifier_pepper
-        if identifier.kind is IdentifierKind.MEMBER_NUMBER:
-            found = self.records.lock_member(partner_id, number=identifier.value)
+        ahead, self._member_ahead = self._member_ahead, None
+        if ahead is not None and ahead[:2] == (identifier, partner_id):
+            found = locked_member_of(ahead[2]())
         else:
-            found = self.records.lock_member(partner_id, kind=identifier.kind, hashed=lookup_hash(identifier, pepper))
+            found = locked_member_of(self._lock_member(identifier, partner_id)())
         if found is not None:
             if not found.is_linked:
                 self.members.link_partner(found.member.id, partner_id, self.now)
@@ -158,6 +182,13 @@ class CheckoutSession:
         if sign_up is not None:
             accounts = self.ledger_records.member_accounts(member.id)
         return CheckoutMember(member, accounts, is_new, sign_up)
+
+    def _lock_member(self, identifier: MemberIdentifier, partner_id: int) -> Callable[[], list[tuple[Any, ...]]]:
+        """The member's lock by a normalised identifier, queued (``CheckoutRepository.lock_member_ahead``)."""
+        if identifier.kind is IdentifierKind.MEMBER_NUMBER:
+            return self.records.lock_member_ahead(partner_id, number=identifier.value)
+        hashed = lookup_hash(identifier, self.settings.identifier_pepper)
+        return self.records.lock_member_ahead(partner_id, kind=identifier.kind, hashed=hashed)
 
     def visible_member(self, identifier: MemberIdentifier, partner_id: int) -> MemberRow:
         """A member this partner has dealt with; any other looks exactly like an unknown one."""

@@ -81,11 +81,15 @@ def run_once(
     command: Any,
     result_type: type[R],
     work: Callable[[Connection], R],
+    *,
+    read_ahead: Callable[[Connection], None] | None = None,
 ) -> Outcome[R]:
     """Runs ``work`` at most once per request key; a retry gets the stored result or error back.
 
     ``command`` is what the caller asked for (hashed to tell a retry from a different request) and
-    ``result_type`` the dataclass the stored answer is read back into.
+    ``result_type`` the dataclass the stored answer is read back into. ``read_ahead`` may queue the
+    work's first reads (``Prebuilt.read_ahead``) to go with the lookup of a stored answer, in its
+    round trip; it must raise nothing and write nothing, as a replay discards what it read.
     """
     scope, key = request.scope, request.key
     if not key or len(key) > MAX_KEY_LENGTH or not key.isprintable():
@@ -94,6 +98,8 @@ def run_once(
     identity = {"principal": scope, "idempotency_key": key, "operation": operation, "request_hash": request_hash}
 
     def attempt(connection: Connection) -> Outcome[R]:
+        if read_ahead is not None:
+            read_ahead(connection)
         stored = _find(connection, scope, key)
         if stored is not None:
             return _replay(stored, operation, request_hash, result_type)

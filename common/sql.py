@@ -149,6 +149,20 @@ class Prebuilt:
         if then is not None:
             then(rows)
 
+    def read_ahead(self, connection: Connection, parameters: Mapping[str, Any]) -> Callable[[], list[tuple[Any, ...]]]:
+        """Queues the statement, a read whose rows are wanted later, and returns what gives them: they come
+        in with the transaction's next round trip, or, asked for before one went, the queue is sent then.
+        Its error is raised by the statement that carries it, as any queued statement's."""
+        arrived: list[list[tuple[Any, ...]]] = []
+        self.queue(connection, parameters, then=arrived.append)
+
+        def rows() -> list[tuple[Any, ...]]:
+            if not arrived:
+                flush_queued(connection)
+            return arrived[0]
+
+        return rows
+
     def run_many(self, connection: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
         """Runs an INSERT or UPDATE once per parameter set (in one batch)."""
         if not rows:
@@ -398,6 +412,17 @@ class QueueKeepingDialect(PGDialect_psycopg):
         if info is not None:
             libpq.discard(info)
         super().do_rollback_to_savepoint(connection, name)  # type: ignore[no-untyped-call]
+
+
+def flush_queued(connection: Connection) -> None:
+    """Sends the statements queued on the connection now (``Prebuilt.queue``); nothing elsewhere."""
+    if not isinstance(connection.dialect, QueueKeepingDialect):
+        return  # nothing is queued: statements ran as they came
+    driver = _driver(connection)
+    try:
+        libpq.flush(driver, connection.connection.info)
+    except connection.dialect.loaded_dbapi.Error as error:
+        raise _as_sqlalchemy_error(connection, "(queued statements)", error) from error
 
 
 def _flush_before(context: Any) -> None:

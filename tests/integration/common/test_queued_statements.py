@@ -236,3 +236,14 @@ def test_a_connection_lost_before_the_commit_fails_the_transaction_and_the_pool_
     with engine.begin() as connection:
         INSERT.queue(connection, record(key))
     assert stored(engine, key) == "Op"
+
+
+def test_rows_read_ahead_come_with_the_next_statement_or_when_asked_for(engine: Engine) -> None:
+    key = uuid.uuid4().hex
+    with engine.begin() as connection:
+        INSERT.run(connection, record(key))
+        asked, missing = FIND.read_ahead(connection, {"key": key}), FIND.read_ahead(connection, {"key": "none"})
+        assert asked() == [("Op",)]  # asked for before any statement went: the queue is sent then
+        carried = FIND.read_ahead(connection, {"key": key})
+        connection.execute(text("SELECT 1"))
+        assert carried() == [("Op",)] and missing() == []

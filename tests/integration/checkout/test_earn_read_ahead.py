@@ -1,0 +1,97 @@
+"""An earn's first two reads (its read statement and the member's lock) go with the idempotency lookup
+(CheckoutSession.read_ahead_for_earn): one round trip on PostgreSQL where there were three. What must
+not change: which error an earn answers when several apply, replays, and the offline path."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import replace
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+
+from checkout.commands import Basket, EarnCommand
+from checkout.services import CheckoutService
+from checkout.session import CheckoutSettings, PartnerRef
+from common import libpq
+from common.errors import CoalitionError
+from common.uow import UnitOfWork
+from members.identifiers import IdentifierKind, MemberIdentifier
+from partners import services as partner_services
+from partners.services import PartnerSuspended
+from tests.factories import create_partner, phone, request_key
+
+SETTINGS = CheckoutSettings(identifier_pepper=b"test")
+
+
+def earn(member: MemberIdentifier, *, enroll: bool = False) -> EarnCommand:
+    return EarnCommand(member, f"R-{uuid.uuid4().hex[:12]}", Basket("EUR", 10_000), enroll_if_unknown=enroll)
+
+
+def reason_of(call: Any) -> str:
+    with pytest.raises(CoalitionError) as raised:
+        call()
+    return raised.value.reason
+
+
+def suspend(uow: UnitOfWork, partner: PartnerRef) -> None:
+    with uow.engine.connect() as connection:
+        code = connection.execute(text("SELECT partner_code FROM partners WHERE id = :id"), {"id": partner.partner_id})
+        partner_code = code.scalar_one()
+    partner_services.set_partner_suspended(uow, request_key(), partner_code, is_suspended=True)
+
+
+def test_the_partners_refusal_still_comes_before_the_members(uow: UnitOfWork) -> None:
+    service, shop = CheckoutService(uow, SETTINGS), create_partner(uow)
+    suspend(uow, shop)
+    assert reason_of(lambda: service.earn_points(shop, uuid.uuid4().hex, earn(phone()))) == PartnerSuspended.reason
+    unknown = PartnerRef(shop.partner_id + 100_000, "partner:nobody")
+    assert reason_of(lambda: service.earn_points(unknown, uuid.uuid4().hex, earn(phone()))) == "PARTNER_NOT_FOUND"
+
+
+def test_an_unknown_member_and_a_malformed_identifier_answer_as_before_and_again_when_retried(
+    uow: UnitOfWork,
+) -> None:
+    service, shop = CheckoutService(uow, SETTINGS), create_partner(uow)
+    malformed = MemberIdentifier(IdentifierKind.PHONE, "not a phone")
+    for member, reason in ((phone(), "MEMBER_NOT_FOUND"), (malformed, "INVALID_MEMBER_IDENTIFIER")):
+        request_id, command = uuid.uuid4().hex, earn(member)
+        for _ in range(2):
+            assert reason_of(lambda: service.earn_points(shop, request_id, command)) == reason  # noqa: B023
+
+
+def test_a_replay_answers_the_stored_earn_and_leaves_the_member_free(uow: UnitOfWork) -> None:
+    """A replay reads ahead too, its member's lock included, and drops both with its transaction."""
+    service, shop, member = CheckoutService(uow, SETTINGS), create_partner(uow), phone()
+    request_id, command = uuid.uuid4().hex, earn(member, enroll=True)
+    first = service.earn_points(shop, request_id, command)
+    again = service.earn_points(shop, request_id, command)
+    assert again.is_replay and again.result == first.result
+    other = service.earn_points(shop, uuid.uuid4().hex, replace(earn(member), receipt_id="R-other"))
+    assert other.result.points_earned == first.result.points_earned
+    assert service.get_balance(shop, member).available_points == 2 * first.result.points_earned
+
+
+@pytest.mark.postgres_only
+def test_an_earn_of_a_known_member_takes_three_round_trips(uow: UnitOfWork, monkeypatch: pytest.MonkeyPatch) -> None:
+    """BEGIN, token claim, read statement, member's lock and lookup; the ledger's writes; the purchase,
+    the stored answer and the COMMIT (the claim here is a stand-in: any first-commit work rides along)."""
+    service, shop, member = CheckoutService(uow, SETTINGS), create_partner(uow), phone()
+    service.earn_points(shop, uuid.uuid4().hex, earn(member, enroll=True))
+    service.earn_points(shop, uuid.uuid4().hex, earn(member))  # every statement prepared on this connection
+    trips: list[str] = []
+    exchange, run = libpq._exchange, libpq._Statement.run
+
+    def counted_exchange(*arguments: Any, **options: Any) -> list[Any]:
+        trips.append("pipeline")
+        return exchange(*arguments, **options)
+
+    def counted_run(statement: Any, pgconn: Any) -> Any:
+        trips.append("statement")
+        return run(statement, pgconn)
+
+    monkeypatch.setattr(libpq, "_exchange", counted_exchange)
+    monkeypatch.setattr(libpq._Statement, "run", counted_run)
+    service.earn_points(shop, uuid.uuid4().hex, earn(member))
+    assert trips == ["pipeline", "statement", "pipeline"]

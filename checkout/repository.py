@@ -89,33 +89,36 @@ _INSERT_PURCHASE = Prebuilt(purchases.insert().inline())
 _PURCHASE_DEFAULTS = {"points_earned": 0, "points_redeemed": 0, "returned_minor": 0, "points_reversed": 0,
                       "points_restored": 0, "channel": "UNSPECIFIED"}  # fmt: skip
 _INSERT_HOLD = Prebuilt(holds.insert().returning(holds.c.id))
-_MEMBER_FOR_UPDATE = (
-    select(
-        members.c.id,
-        members.c.member_number,
-        members.c.enrolled_at,
-        balances.c.points_account_id,
-        balances.c.debt_account_id,
-        balances.c.points_balance,
-        balances.c.debt_points,
-        links.c.partner_id.is_not(None),
-    )
-    .select_from(
-        members.join(balances, balances.c.member_id == members.c.id).outerjoin(
-            links, and_(links.c.member_id == members.c.id, links.c.partner_id == bindparam("partner"))
-        )
-    )
-    .with_for_update(of=balances)
-)
-_MEMBER_BY_NUMBER_FOR_UPDATE = Prebuilt(_MEMBER_FOR_UPDATE.where(members.c.member_number == bindparam("number")))
-_MEMBER_BY_HASH_FOR_UPDATE = Prebuilt(
-    _MEMBER_FOR_UPDATE.where(
-        members.c.id
-        == select(identifiers.c.member_id)
-        .where(identifiers.c.kind == bindparam("kind"), identifiers.c.lookup_hash == bindparam("hash"))
-        .scalar_subquery()
+_MEMBER = select(
+    members.c.id,
+    members.c.member_number,
+    members.c.enrolled_at,
+    balances.c.points_account_id,
+    balances.c.debt_account_id,
+    balances.c.points_balance,
+    balances.c.debt_points,
+    links.c.partner_id.is_not(None),
+).select_from(
+    members.join(balances, balances.c.member_id == members.c.id).outerjoin(
+        links, and_(links.c.member_id == members.c.id, links.c.partner_id == bindparam("partner"))
     )
 )
+_BY_NUMBER = members.c.member_number == bindparam("number")
+_BY_HASH = (
+    members.c.id
+    == select(identifiers.c.member_id)
+    .where(identifiers.c.kind == bindparam("kind"), identifiers.c.lookup_hash == bindparam("hash"))
+    .scalar_subquery()
+)
+# (by number?, skipping a locked row?) -> the statement. A lock read ahead skips a row another transaction
+# holds rather than wait for it: the request may be a replay or a refusal, which must not wait on a member.
+_MEMBER_FOR_UPDATE = {
+    (by_number, skip_locked): Prebuilt(
+        _MEMBER.where(_BY_NUMBER if by_number else _BY_HASH).with_for_update(of=balances, skip_locked=skip_locked)
+    )
+    for by_number in (True, False)
+    for skip_locked in (True, False)
+}
 
 
 @dataclass(frozen=True)
@@ -176,6 +179,14 @@ def earn_reads_of(rows: list[tuple[Any, ...]]) -> EarnReads:
     )
 
 
+def _member_lock(
+    partner_id: int, number: str, kind: str, hashed: str, *, skip_locked: bool
+) -> tuple[Prebuilt, dict[str, Any]]:
+    if number:
+        return _MEMBER_FOR_UPDATE[True, skip_locked], {"partner": partner_id, "number": number}
+    return _MEMBER_FOR_UPDATE[False, skip_locked], {"partner": partner_id, "kind": kind, "hash": hashed}
+
+
 def locked_member_of(rows: list[tuple[Any, ...]]) -> LockedMember | None:
     """What ``lock_member_ahead``'s statement found: the member, or None."""
     if not rows:
@@ -190,7 +201,8 @@ class CheckoutRepository:
         self.connection = connection
 
     def earn_reads(self, partner_id: int, receipt_id: str, business_time: datetime, now: datetime) -> EarnReads:
-        return earn_reads_of(self.read_earn_reads_ahead(partner_id, receipt_id, business_time, now)())
+        parameters = {"partner": partner_id, "receipt": receipt_id, "business_time": business_time, "now": now}
+        return earn_reads_of(_EARN_READS.rows(self.connection, parameters))
 
     def read_earn_reads_ahead(
         self, partner_id: int, receipt_id: str, business_time: datetime, now: datetime
@@ -203,16 +215,17 @@ class CheckoutRepository:
         self, partner_id: int, *, number: str = "", kind: str = "", hashed: str = ""
     ) -> LockedMember | None:
         """Finds a member by number or identifier hash and locks their balance row, in one statement."""
-        return locked_member_of(self.lock_member_ahead(partner_id, number=number, kind=kind, hashed=hashed)())
+        statement, parameters = _member_lock(partner_id, number, kind, hashed, skip_locked=False)
+        return locked_member_of(statement.rows(self.connection, parameters))
 
     def lock_member_ahead(
         self, partner_id: int, *, number: str = "", kind: str = "", hashed: str = ""
     ) -> Callable[[], list[tuple[Any, ...]]]:
-        """``lock_member``'s statement, queued (``Prebuilt.read_ahead``); ``locked_member_of`` reads its rows."""
-        if number:
-            return _MEMBER_BY_NUMBER_FOR_UPDATE.read_ahead(self.connection, {"partner": partner_id, "number": number})
-        parameters = {"partner": partner_id, "kind": kind, "hash": hashed}
-        return _MEMBER_BY_HASH_FOR_UPDATE.read_ahead(self.connection, parameters)
+        """``lock_member``'s statement, queued (``Prebuilt.read_ahead``), skipping the row if another
+        transaction holds it: ``locked_member_of`` reads its rows, and no row means the member is
+        unknown or was busy, which ``lock_member`` then tells apart, waiting for the lock if need be."""
+        statement, parameters = _member_lock(partner_id, number, kind, hashed, skip_locked=True)
+        return statement.read_ahead(self.connection, parameters)
 
     def held_points(self, member_id: int, now: datetime, *, excluding_hold_id: int | None = None) -> int:
         if excluding_hold_id is None:

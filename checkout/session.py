@@ -11,7 +11,7 @@ from sqlalchemy import Connection
 
 from checkout.commands import BalanceView, Basket
 from checkout.errors import CurrencyMismatch, DailyIssuanceCapExceeded, InsufficientPoints, TransactionLimitExceeded
-from checkout.repository import CheckoutRepository, earn_reads_of, locked_member_of
+from checkout.repository import CheckoutRepository, LockedMember, earn_reads_of, locked_member_of
 from common.errors import CoalitionError
 from common.idempotency import RequestKey
 from ledger.posting import Ledger
@@ -135,7 +135,11 @@ class CheckoutSession:
             identifier = normalise(identifier)
         except CoalitionError:
             return  # ``member`` raises it, after the lookup, as ever
-        self._member_ahead = (identifier, partner_id, self._lock_member(identifier, partner_id))
+        if identifier.kind is IdentifierKind.MEMBER_NUMBER:
+            lock = self.records.lock_member_ahead(partner_id, number=identifier.value)
+        else:
+            lock = self.records.lock_member_ahead(partner_id, kind=identifier.kind, hashed=self._hash(identifier))
+        self._member_ahead = (identifier, partner_id, lock)
 
     def earn_reads(self, partner_id: int, receipt_id: str) -> EarnContext:
         """What an earn reads first, in one statement: the contract version and the partner's best
@@ -163,10 +167,9 @@ class CheckoutSession:
         identifier = normalise(identifier)
         pepper = self.settings.identifier_pepper
         ahead, self._member_ahead = self._member_ahead, None
-        if ahead is not None and ahead[:2] == (identifier, partner_id):
-            found = locked_member_of(ahead[2]())
-        else:
-            found = locked_member_of(self._lock_member(identifier, partner_id)())
+        found = locked_member_of(ahead[2]()) if ahead is not None and ahead[:2] == (identifier, partner_id) else None
+        if found is None:  # not read ahead, or skipped as busy, or unknown: wait for the lock to tell
+            found = self._lock_member(identifier, partner_id)
         if found is not None:
             if not found.is_linked:
                 self.members.link_partner(found.member.id, partner_id, self.now)
@@ -183,12 +186,14 @@ class CheckoutSession:
             accounts = self.ledger_records.member_accounts(member.id)
         return CheckoutMember(member, accounts, is_new, sign_up)
 
-    def _lock_member(self, identifier: MemberIdentifier, partner_id: int) -> Callable[[], list[tuple[Any, ...]]]:
-        """The member's lock by a normalised identifier, queued (``CheckoutRepository.lock_member_ahead``)."""
+    def _lock_member(self, identifier: MemberIdentifier, partner_id: int) -> LockedMember | None:
+        """The member by a normalised identifier, their balance row locked (waiting for it if need be)."""
         if identifier.kind is IdentifierKind.MEMBER_NUMBER:
-            return self.records.lock_member_ahead(partner_id, number=identifier.value)
-        hashed = lookup_hash(identifier, self.settings.identifier_pepper)
-        return self.records.lock_member_ahead(partner_id, kind=identifier.kind, hashed=hashed)
+            return self.records.lock_member(partner_id, number=identifier.value)
+        return self.records.lock_member(partner_id, kind=identifier.kind, hashed=self._hash(identifier))
+
+    def _hash(self, identifier: MemberIdentifier) -> str:
+        return lookup_hash(identifier, self.settings.identifier_pepper)
 
     def visible_member(self, identifier: MemberIdentifier, partner_id: int) -> MemberRow:
         """A member this partner has dealt with; any other looks exactly like an unknown one."""

@@ -159,6 +159,8 @@ class Prebuilt:
         def rows() -> list[tuple[Any, ...]]:
             if not arrived:
                 flush_queued(connection)
+            if not arrived:  # dropped unsent: a rollback to a savepoint, or a refusal that went unheeded
+                raise RuntimeError("a statement read ahead was dropped before its rows came in")
             return arrived[0]
 
         return rows

@@ -15,6 +15,8 @@ from checkout.commands import Basket, EarnCommand
 from checkout.services import CheckoutService
 from checkout.session import CheckoutSettings, PartnerRef
 from common import libpq
+from common.clock import ManualClock
+from common.db import create_engine
 from common.errors import CoalitionError
 from common.uow import UnitOfWork
 from members.identifiers import IdentifierKind, MemberIdentifier
@@ -95,3 +97,34 @@ def test_an_earn_of_a_known_member_takes_three_round_trips(uow: UnitOfWork, monk
     monkeypatch.setattr(libpq._Statement, "run", counted_run)
     service.earn_points(shop, uuid.uuid4().hex, earn(member))
     assert trips == ["pipeline", "statement", "pipeline"]
+
+
+@pytest.mark.postgres_only
+def test_a_replay_and_a_refusal_do_not_wait_for_a_member_another_transaction_holds(
+    database_url: str, clock: ManualClock
+) -> None:
+    """The lock read ahead skips a busy row (found in review): a replay answers its stored earn and a
+    refusal its reason while a card batch, say, holds the member, not a lock timeout (1 s here)."""
+    engine = create_engine(database_url, pool_size=2, statement_timeout_ms=1_000)
+    try:
+        uow = UnitOfWork(engine, clock)
+        service, shop, member = CheckoutService(uow, SETTINGS), create_partner(uow), phone()
+        request_id, command = uuid.uuid4().hex, earn(member, enroll=True)
+        first = service.earn_points(shop, request_id, command)
+        number = first.result.member_number
+        with engine.connect() as holder:  # holds the member's balance row until it rolls back
+            holder.execute(
+                text(
+                    "SELECT 1 FROM member_balances JOIN members ON members.id = member_balances.member_id "
+                    "WHERE members.member_number = :number FOR UPDATE OF member_balances"
+                ),
+                {"number": number},
+            )
+            assert service.earn_points(shop, request_id, command).is_replay
+            by_number = MemberIdentifier(IdentifierKind.MEMBER_NUMBER, number)
+            wrong_currency = replace(earn(by_number), basket=Basket("GBP", 10_000))
+            assert reason_of(lambda: service.earn_points(shop, uuid.uuid4().hex, wrong_currency)) == "CURRENCY_MISMATCH"
+            holder.rollback()
+        assert service.earn_points(shop, uuid.uuid4().hex, earn(by_number)).result.points_earned > 0
+    finally:
+        engine.dispose()

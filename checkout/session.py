@@ -126,7 +126,8 @@ class CheckoutSession:
         """Queues an earn's first two reads, ``earn_reads``'s statement and the member's lock, to go with
         the transaction's next round trip (the idempotency lookup's): one round trip where there were
         three. Nothing is raised here: ``earn_reads`` and ``member`` raise what they find, in their order.
-        A replay takes the member's lock and drops it with its transaction."""
+        The lock read ahead skips a row another transaction holds (``member`` then waits for it), so a
+        replay or a refusal, which take the lock too and drop it with their transaction, never wait."""
         self._earn_reads_ahead = (
             partner_id, receipt_id,
             self.records.read_earn_reads_ahead(partner_id, receipt_id, self.business_time, self.now),

@@ -167,6 +167,10 @@ def _earn_reads() -> tuple[Prebuilt, tuple[int, int, int]]:
 _EARN_READS, (_PROMOTION_AT, _POLICY_AT, _RECEIPT_AT) = _earn_reads()
 
 
+def _earn_reads_parameters(partner_id: int, receipt_id: str, business_time: datetime, now: datetime) -> dict[str, Any]:
+    return {"partner": partner_id, "receipt": receipt_id, "business_time": business_time, "now": now}
+
+
 def earn_reads_of(rows: list[tuple[Any, ...]]) -> EarnReads:
     """What ``read_earn_reads_ahead``'s statement found."""
     (row,) = rows  # one row always: the reads are outer-joined to it
@@ -201,14 +205,14 @@ class CheckoutRepository:
         self.connection = connection
 
     def earn_reads(self, partner_id: int, receipt_id: str, business_time: datetime, now: datetime) -> EarnReads:
-        parameters = {"partner": partner_id, "receipt": receipt_id, "business_time": business_time, "now": now}
+        parameters = _earn_reads_parameters(partner_id, receipt_id, business_time, now)
         return earn_reads_of(_EARN_READS.rows(self.connection, parameters))
 
     def read_earn_reads_ahead(
         self, partner_id: int, receipt_id: str, business_time: datetime, now: datetime
     ) -> Callable[[], list[tuple[Any, ...]]]:
         """``earn_reads``'s statement, queued (``Prebuilt.read_ahead``); ``earn_reads_of`` reads its rows."""
-        parameters = {"partner": partner_id, "receipt": receipt_id, "business_time": business_time, "now": now}
+        parameters = _earn_reads_parameters(partner_id, receipt_id, business_time, now)
         return _EARN_READS.read_ahead(self.connection, parameters)
 
     def lock_member(

@@ -421,7 +421,7 @@ def _earn(session: CheckoutSession, partner: PartnerRef, command: EarnCommand) -
     if points > 0:
         posted, _, repaid = session.ledger.earn(
             accounts, _posting("EARN", member, partner, version, session, command.receipt_id, command.basket),
-            points, lot,
+            points, lot, session.reserved_earn_ids(),
         )  # fmt: skip
         transaction_id, public_id = posted.transaction_id, posted.public_id
         bonuses += _purchase_bonuses(session, accounts, version, posted, points, lot, promotion, promotion_points)

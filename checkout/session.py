@@ -14,6 +14,7 @@ from checkout.errors import CurrencyMismatch, DailyIssuanceCapExceeded, Insuffic
 from checkout.repository import CheckoutRepository, LockedMember, earn_reads_of, locked_member_of
 from common.errors import CoalitionError
 from common.idempotency import RequestKey
+from ledger.earn_statement import EarnIds
 from ledger.posting import Ledger
 from ledger.repository import LedgerRepository, MemberAccounts
 from members.identifiers import IdentifierKind, MemberIdentifier, lookup_hash, normalise
@@ -96,6 +97,7 @@ class CheckoutSession:
         self._policy: NetworkPolicy | None = None
         self._earn_reads_ahead: tuple[int, str, Callable[[], list[tuple[Any, ...]]]] | None = None
         self._member_ahead: tuple[MemberIdentifier, int, Callable[[], list[tuple[Any, ...]]]] | None = None
+        self._earn_ids_ahead: Callable[[], EarnIds] | None = None
 
     def policy(self) -> NetworkPolicy:
         """The network policy in force now (read once per transaction)."""
@@ -123,15 +125,18 @@ class CheckoutSession:
         return self.now + timedelta(days=days if days is not None else self.expiry_policy().expiring_soon_days)
 
     def read_ahead_for_earn(self, partner_id: int, receipt_id: str, identifier: MemberIdentifier) -> None:
-        """Queues an earn's first two reads, ``earn_reads``'s statement and the member's lock, to go with
-        the transaction's next round trip (the idempotency lookup's): one round trip where there were
-        three. Nothing is raised here: ``earn_reads`` and ``member`` raise what they find, in their order.
-        The lock read ahead skips a row another transaction holds (``member`` then waits for it), so a
-        replay or a refusal, which take the lock too and drop it with their transaction, never wait."""
+        """Queues an earn's first two reads, ``earn_reads``'s statement and the member's lock, and the
+        reservation of its ledger ids (``reserved_earn_ids``), to go with the transaction's next round
+        trip (the idempotency lookup's): one round trip where there were three, and the ledger's writes
+        can then wait for the COMMIT. Nothing is raised here: ``earn_reads`` and ``member`` raise what
+        they find, in their order. The lock read ahead skips a row another transaction holds (``member``
+        then waits for it), so a replay or a refusal, which take the lock too and drop it with their
+        transaction, never wait."""
         self._earn_reads_ahead = (
             partner_id, receipt_id,
             self.records.read_earn_reads_ahead(partner_id, receipt_id, self.business_time, self.now),
         )  # fmt: skip
+        self._earn_ids_ahead = self.ledger_records.reserve_earn_ids_ahead()
         try:
             identifier = normalise(identifier)
         except CoalitionError:
@@ -141,6 +146,11 @@ class CheckoutSession:
         else:
             lock = self.records.lock_member_ahead(partner_id, kind=identifier.kind, hashed=self._hash(identifier))
         self._member_ahead = (identifier, partner_id, lock)
+
+    def reserved_earn_ids(self) -> EarnIds | None:
+        """The ids reserved for this transaction's earn by ``read_ahead_for_earn``, once; else None."""
+        ahead, self._earn_ids_ahead = self._earn_ids_ahead, None
+        return None if ahead is None else ahead()
 
     def earn_reads(self, partner_id: int, receipt_id: str) -> EarnContext:
         """What an earn reads first, in one statement: the contract version and the partner's best

@@ -8,6 +8,7 @@ from datetime import datetime
 from decimal import Decimal
 
 from common.ids import new_id
+from ledger.earn_statement import EarnIds
 from ledger.errors import RecipientHasDebt
 from ledger.lots import plan_take_back
 from ledger.repository import LedgerRepository, MemberAccounts
@@ -54,8 +55,12 @@ class Ledger:
         self.repository = repository
         self.recorded_at = recorded_at
 
-    def earn(self, member: MemberAccounts, posting: Posting, points: int, lot: NewLot) -> tuple[Posted, int, int]:
-        """Credits ``points`` funded by the lot's issuer; existing debt is repaid first.
+    def earn(
+        self, member: MemberAccounts, posting: Posting, points: int, lot: NewLot, ids: EarnIds | None = None
+    ) -> tuple[Posted, int, int]:
+        """Credits ``points`` funded by the lot's issuer; existing debt is repaid first. With ``ids``
+        reserved ahead, the transaction and the lot take them and their rows may wait for the COMMIT
+        (``LedgerRepository.insert_earn``).
 
         Returns the posted transaction, the new lot's id and the points that went to repay debt.
         """
@@ -77,7 +82,7 @@ class Ledger:
                 "issuance_price": lot.issuance_price, "currency": lot.currency, "earned_at": lot.earned_at,
                 "available_at": lot.available_at, "expires_at": lot.expires_at,
             },
-            points_delta=credited, debt_delta=-repaid,
+            points_delta=credited, debt_delta=-repaid, ids=ids,
         )  # fmt: skip
         posted = Posted(transaction_id, public_id)
         self._movements(posted, "DEBT_REPAYMENT", [(lot_id, -repaid)])

@@ -15,6 +15,7 @@ from sqlalchemy.orm import aliased
 
 from common.db import table_of
 from common.sql import Prebuilt, insert_ignoring_conflict, inserted_id
+from ledger.earn_statement import RESERVE_EARN_IDS, EarnIds, earn_statement
 from ledger.lots import LotBalance, MemberLot
 from ledger.models import JournalEntry, JournalTransaction, LedgerAccount, Lot, LotMovement, MemberBalance
 
@@ -82,56 +83,6 @@ _CHANGE_BALANCE = Prebuilt(
     )
 )
 
-
-def _earn_in_one_statement(entry_count: int) -> Prebuilt:
-    """PostgreSQL: an earn's journal transaction, its entries, its lot and the member's balance change
-    as one statement of data-modifying CTEs, where apart they cost four round trips (and on a busy
-    server each round trip costs a thread switch as well). The entries and the lot take the new
-    transaction's id from its CTE; PostgreSQL runs every CTE once, whether the SELECT reads it or not."""
-    posted = (
-        transactions.insert()
-        .values({column.name: _bound("transaction", column) for column in transactions.c if column.name != "id"})
-        .returning(transactions.c.id)
-        .cte("posted_transaction")
-    )
-    posted_id = select(posted.c.id).scalar_subquery()
-    entry_rows = [
-        {"transaction_id": posted_id} | {name: _bound(f"entry{index}", entries.c[name]) for name in _ENTRY_VALUES}
-        for index in range(entry_count)
-    ]
-    posted_entries = entries.insert().values(entry_rows).returning(entries.c.id).cte("posted_entries")
-    new_lot = (
-        lots.insert()
-        .values(
-            source_transaction_id=posted_id,
-            **{column.name: _bound("lot", column) for column in lots.c if column.name not in _LOT_NOT_BOUND},
-        )
-        .returning(lots.c.id)
-        .cte("new_lot")
-    )
-    changed_balance = (
-        balances.update()
-        .where(balances.c.member_id == bindparam("member"))
-        .values(
-            points_balance=balances.c.points_balance + bindparam("points_delta"),
-            debt_points=balances.c.debt_points + bindparam("debt_delta"),
-        )
-        .returning(balances.c.member_id)
-        .cte("changed_balance")
-    )
-    return Prebuilt(select(posted.c.id, new_lot.c.id).add_cte(posted_entries, changed_balance))
-
-
-_ENTRY_VALUES = ("account_id", "side", "amount_points")
-_LOT_NOT_BOUND = ("id", "source_transaction_id")
-
-
-def _bound(prefix: str, column: Any) -> Any:
-    return bindparam(f"{prefix}_{column.name}", type_=column.type)
-
-
-# By the number of entries (an earn that repays debt has three).
-_EARNS_IN_ONE_STATEMENT = {count: _earn_in_one_statement(count) for count in (1, 2, 3)}
 
 # Batch statements (a batch of card items): one statement for many members, lots or transactions.
 _LOCK_MEMBERS = (
@@ -364,29 +315,43 @@ class LedgerRepository:
 
     def insert_earn(
         self, transaction: dict[str, Any], lines: list[tuple[int, str, int]], lot: dict[str, Any],
-        points_delta: int, debt_delta: int,
+        points_delta: int, debt_delta: int, ids: EarnIds | None = None,
     ) -> tuple[int, int]:  # fmt: skip
         """An earn's journal transaction with its entries (account, side, amount), the lot it credits and
         the change to the lot owner's balances; the new transaction's and lot's ids.
 
         The same rows as insert_posting, insert_lot and change_member_balance write, on PostgreSQL in one
-        statement (the checkout's hottest path), elsewhere in four.
+        statement (the checkout's hottest path, ledger/earn_statement.py), elsewhere in four. With ``ids``
+        reserved ahead (``reserve_earn_ids_ahead``) the rows take them, and the one statement is queued:
+        it goes with the transaction's next round trip, its COMMIT if nothing else comes first.
         """
         member_id = lot["member_id"]
-        statement = _EARNS_IN_ONE_STATEMENT.get(len(lines))
-        if self.connection.dialect.name != "postgresql" or statement is None:
-            transaction_id = self.insert_posting(transaction, lines)
-            lot_id = self.insert_lot(source_transaction_id=transaction_id, **lot)
+        found = None
+        if self.connection.dialect.name == "postgresql":
+            found = earn_statement(transaction, lines, lot, member_id=member_id, points_delta=points_delta,
+                                   debt_delta=debt_delta, ids=ids)  # fmt: skip
+        if found is None:
+            reserved = {} if ids is None else {"id": ids.transaction_id}
+            transaction_id = self.insert_posting(transaction | reserved, lines)
+            reserved = {} if ids is None else {"id": ids.lot_id}
+            lot_id = self.insert_lot(source_transaction_id=transaction_id, **lot, **reserved)
             self.change_member_balance(member_id, points_delta, debt_delta)
             return transaction_id, lot_id
-        parameters = {f"transaction_{name}": value for name, value in transaction.items()}
-        for index, (account, side, amount) in enumerate(lines):
-            parameters |= {f"entry{index}_account_id": account, f"entry{index}_side": side,
-                           f"entry{index}_amount_points": amount}  # fmt: skip
-        parameters |= {"lot_origin_lot_id": None} | {f"lot_{name}": value for name, value in lot.items()}
-        parameters |= {"member": member_id, "points_delta": points_delta, "debt_delta": debt_delta}
+        statement, parameters = found
+        if ids is not None:
+            statement.queue(self.connection, parameters)
+            return ids.transaction_id, ids.lot_id
         transaction_id, lot_id = statement.one(self.connection, parameters)
         return int(transaction_id), int(lot_id)
+
+    def reserve_earn_ids_ahead(self) -> Callable[[], EarnIds] | None:
+        """On PostgreSQL, ids for an earn's journal transaction and lot, drawn from their sequences with the
+        transaction's next round trip (``Prebuilt.read_ahead``): what gives them, for ``insert_earn``.
+        None elsewhere: SQLite has no sequences, nor round trips to save."""
+        if self.connection.dialect.name != "postgresql":
+            return None
+        rows = RESERVE_EARN_IDS.read_ahead(self.connection, {})
+        return lambda: EarnIds(*(int(drawn) for drawn in rows()[0]))
 
     def insert_lot(self, **values: Any) -> int:
         return int(_INSERT_LOT.scalar_one(self.connection, values))

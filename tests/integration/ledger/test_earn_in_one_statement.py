@@ -1,5 +1,6 @@
 """On PostgreSQL an earn's journal transaction, entries, lot and balance change go as one statement of
-data-modifying CTEs (LedgerRepository.insert_earn); it must write exactly what the four statements write.
+data-modifying CTEs (LedgerRepository.insert_earn, ledger/earn_statement.py); it must write exactly what
+the four statements write, with the ids the database chose or with ids reserved ahead (then queued).
 
 The rows written here are not a real earn (no balanced posting, a receipt twice), so the test has a
 database of its own: the shared one is checked against the ledger's invariants."""
@@ -15,7 +16,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Connection, select
 
-import ledger.repository
+import ledger.earn_statement
 from checkout.commands import Basket, EarnCommand
 from checkout.services import CheckoutService
 from checkout.session import CheckoutSettings
@@ -63,9 +64,10 @@ def uow(isolated_database_url: str, clock: ManualClock) -> Iterator[UnitOfWork]:
     engine.dispose()
 
 
+@pytest.mark.parametrize("reserved", [False, True], ids=["ids-returned", "ids-reserved"])
 @pytest.mark.parametrize("line_count", [1, 2, 3])
 def test_one_statement_writes_what_four_statements_write(
-    uow: UnitOfWork, monkeypatch: pytest.MonkeyPatch, line_count: int
+    uow: UnitOfWork, monkeypatch: pytest.MonkeyPatch, line_count: int, reserved: bool
 ) -> None:
     shop = create_partner(uow)
     service = CheckoutService(uow, CheckoutSettings(identifier_pepper=b"test"))
@@ -87,12 +89,17 @@ def test_one_statement_writes_what_four_statements_write(
             "available_at": AT, "expires_at": datetime(2028, 3, 1, tzinfo=UTC),
         }  # fmt: skip
         repository = LedgerRepository(connection)
-        transaction_id, lot_id = repository.insert_earn(transaction, lines, lot, points_delta=4, debt_delta=2)
+        ahead = repository.reserve_earn_ids_ahead() if reserved else None  # None on SQLite
+        ids = None if ahead is None else ahead()
+        transaction_id, lot_id = repository.insert_earn(transaction, lines, lot, points_delta=4, debt_delta=2,
+                                                        ids=ids)  # fmt: skip
+        if ids is not None:
+            assert (transaction_id, lot_id) == (ids.transaction_id, ids.lot_id)
         after = _member(connection, member_number)
         return _written(connection, transaction_id, lot_id), (after[3] - points_before, after[4] - debt_before)
 
     together = uow.run(earn)
-    monkeypatch.setattr(ledger.repository, "_EARNS_IN_ONE_STATEMENT", {})
+    monkeypatch.setattr(ledger.earn_statement, "_EARNS", {})
     apart = uow.run(earn)
     assert together == apart
     assert together[1] == (4, 2)

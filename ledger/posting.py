@@ -54,16 +54,21 @@ class Ledger:
     def __init__(self, repository: LedgerRepository, recorded_at: datetime) -> None:
         self.repository = repository
         self.recorded_at = recorded_at
+        self._has_posted = False
 
     def earn(
         self, member: MemberAccounts, posting: Posting, points: int, lot: NewLot, ids: EarnIds | None = None
     ) -> tuple[Posted, int, int]:
         """Credits ``points`` funded by the lot's issuer; existing debt is repaid first. With ``ids``
         reserved ahead, the transaction and the lot take them and their rows may wait for the COMMIT
-        (``LedgerRepository.insert_earn``).
+        (``LedgerRepository.insert_earn``), unless this ledger has posted already: ids keep the order
+        of a transaction's postings, which decides between lots of one age (``consumption_order``), and
+        ids drawn before an earlier posting would put the earn before it.
 
         Returns the posted transaction, the new lot's id and the points that went to repay debt.
         """
+        if self._has_posted:
+            ids = None
         issued_account = self.repository.account_id("PARTNER_ISSUED", _owner(lot.issuer_partner_id))
         repaid = min(member.debt_points, points)
         credited = points - repaid
@@ -84,6 +89,7 @@ class Ledger:
             },
             points_delta=credited, debt_delta=-repaid, ids=ids,
         )  # fmt: skip
+        self._has_posted = True
         posted = Posted(transaction_id, public_id)
         self._movements(posted, "DEBT_REPAYMENT", [(lot_id, -repaid)])
         return posted, lot_id, repaid
@@ -272,6 +278,7 @@ class Ledger:
     def _post(self, posting: Posting, points: int, lines: list[tuple[int, str, int]]) -> Posted:
         lines = _balanced(points, lines)
         public_id = new_id()
+        self._has_posted = True
         transaction_id = self.repository.insert_posting(
             {"public_id": public_id, "points": points, "recorded_at": self.recorded_at, **vars(posting)}, lines
         )

@@ -137,6 +137,29 @@ def test_the_sign_up_bonus_comes_once_with_enrolment(network: Network) -> None:
     assert [(bonus.kind, bonus.points) for bonus in earned.bonuses] == [("SIGN_UP", 150)]
 
 
+def test_the_sign_up_bonus_an_earn_enrols_with_is_spent_before_the_earns_points(network: Network) -> None:
+    """Lots of one age are spent in the order they were posted, by id: an earn whose ids were reserved
+    ahead (PostgreSQL) must still come after the sign-up bonus posted before it, or its issuer is billed
+    for points the operator's bonus covered (found in review)."""
+    set_policy(network, NetworkPolicy(bonuses=BonusPolicy(sign_up_points=150)))
+    shop, member = network.partner(billing=Billing.ON_REDEMPTION), phone()
+    number = network.earn(shop, member, 100).member_number  # enrols: the sign-up bonus, then the earn
+    network.redeem(shop, member, 100)
+    consumed = network.rows(
+        "SELECT lots.issuer_partner_id, -lot_movements.points_delta FROM lot_movements "
+        "JOIN lots ON lots.id = lot_movements.lot_id JOIN members ON members.id = lots.member_id "
+        "WHERE lot_movements.kind = 'CONSUMED' AND members.member_number = :number",
+        number=number,
+    )
+    assert consumed == [(None, 100)]  # the operator's bonus lot, not the shop's
+    journal = network.rows(
+        "SELECT kind FROM journal_transactions JOIN members ON members.id = journal_transactions.member_id "
+        "WHERE members.member_number = :number ORDER BY journal_transactions.id",
+        number=number,
+    )
+    assert journal == [("BONUS",), ("EARN",), ("REDEEM",)]
+
+
 def test_activity_points_respect_the_per_member_limit_and_retirement(network: Network) -> None:
     shop, other, member = network.partner(), network.partner(), phone()
     network.earn(shop, member, 10)

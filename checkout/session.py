@@ -128,10 +128,11 @@ class CheckoutSession:
         """Queues an earn's first two reads, ``earn_reads``'s statement and the member's lock, and the
         reservation of its ledger ids (``reserved_earn_ids``), to go with the transaction's next round
         trip (the idempotency lookup's): one round trip where there were three, and the ledger's writes
-        can then wait for the COMMIT. Nothing is raised here: ``earn_reads`` and ``member`` raise what
-        they find, in their order. The lock read ahead skips a row another transaction holds (``member``
-        then waits for it), so a replay or a refusal, which take the lock too and drop it with their
-        transaction, never wait."""
+        can then wait for the COMMIT (an earn of a new receipt by a known member, with no debt to repay
+        and no bonus policy that reads, takes two round trips). Nothing is raised here: ``earn_reads``
+        and ``member`` raise what they find, in their order. The lock read ahead skips a row another
+        transaction holds (``member`` then waits for it), so a replay or a refusal, which take the lock
+        too and drop it with their transaction, never wait."""
         self._earn_reads_ahead = (
             partner_id, receipt_id,
             self.records.read_earn_reads_ahead(partner_id, receipt_id, self.business_time, self.now),

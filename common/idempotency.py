@@ -89,7 +89,8 @@ def run_once(
     ``command`` is what the caller asked for (hashed to tell a retry from a different request) and
     ``result_type`` the dataclass the stored answer is read back into. ``read_ahead`` may queue the
     work's first reads (``Prebuilt.read_ahead``) to go with the lookup of a stored answer, in its
-    round trip; it must raise nothing and write nothing, as a replay discards what it read.
+    round trip; it must raise nothing and write nothing, as a replay discards what it read (ids drawn
+    from a sequence are fine: a replay leaves a gap, as a rollback does).
     """
     scope, key = request.scope, request.key
     if not key or len(key) > MAX_KEY_LENGTH or not key.isprintable():

@@ -29,7 +29,9 @@ lots = table_of(Lot)
 
 @dataclass(frozen=True, slots=True)
 class EarnIds:
-    """The ids an earn's journal transaction and lot will have, drawn ahead from their sequences."""
+    """The ids an earn's journal transaction and lot will have, drawn ahead from their sequences. The
+    lot's is there for what may follow the earn in its transaction (a debt repayment's lot movement
+    names it): nothing then waits for the statement's result."""
 
     transaction_id: int
     lot_id: int
@@ -48,30 +50,21 @@ RESERVE_EARN_IDS = Prebuilt(select(_sequence_of(transactions).next_value(), _seq
 def _earn_in_one_statement(entry_count: int, *, reserved: bool) -> Prebuilt:
     """The statement for an earn of ``entry_count`` entries; with ``reserved`` ids, its transaction and
     lot take them (``transaction_id``, ``lot_id``) instead of their sequences' next."""
-    bound_ids = ("id",) if reserved else ()
-    posted = (
-        transactions.insert()
-        .values({column.name: _bound("transaction", column) for column in transactions.c
-                 if column.name != "id" or reserved})
-        .returning(transactions.c.id)
-        .cte("posted_transaction")
-    )  # fmt: skip
+    transaction_values = {
+        column.name: _bound("transaction", column) for column in transactions.c if column.name != "id"
+    }
+    lot_values = {column.name: _bound("lot", column) for column in lots.c if column.name not in _LOT_NOT_BOUND}
+    if reserved:
+        transaction_values["id"] = _bound("transaction", transactions.c.id)
+        lot_values["id"] = _bound("lot", lots.c.id)
+    posted = transactions.insert().values(transaction_values).returning(transactions.c.id).cte("posted_transaction")
     posted_id = select(posted.c.id).scalar_subquery()
     entry_rows = [
         {"transaction_id": posted_id} | {name: _bound(f"entry{index}", entries.c[name]) for name in _ENTRY_VALUES}
         for index in range(entry_count)
     ]
     posted_entries = entries.insert().values(entry_rows).returning(entries.c.id).cte("posted_entries")
-    new_lot = (
-        lots.insert()
-        .values(
-            source_transaction_id=posted_id,
-            **{column.name: _bound("lot", column) for column in lots.c
-               if column.name not in _LOT_NOT_BOUND or column.name in bound_ids},
-        )
-        .returning(lots.c.id)
-        .cte("new_lot")
-    )  # fmt: skip
+    new_lot = lots.insert().values(source_transaction_id=posted_id, **lot_values).returning(lots.c.id).cte("new_lot")
     changed_balance = (
         balances.update()
         .where(balances.c.member_id == bindparam("member"))

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 
 from checkout.commands import Basket, EarnCommand
 from checkout.services import CheckoutService
@@ -130,3 +131,36 @@ def test_a_replay_and_a_refusal_do_not_wait_for_a_member_another_transaction_hol
         assert service.earn_points(shop, uuid.uuid4().hex, earn(by_number)).result.points_earned > 0
     finally:
         engine.dispose()
+
+
+@pytest.mark.postgres_only
+def test_a_ledger_write_failing_with_the_commit_leaves_nothing_behind_and_the_request_can_be_retried(
+    database_url: str, clock: ManualClock
+) -> None:
+    """The earn's ledger statement goes with the COMMIT: when it fails there (here, a lock held on the
+    lots past the statement timeout), the purchase and the stored answer that went with it fail too."""
+    engine = create_engine(database_url, pool_size=1, statement_timeout_ms=1_000)
+    other = create_engine(database_url, pool_size=1)
+    try:
+        uow = UnitOfWork(engine, clock)
+        service, shop, member = CheckoutService(uow, SETTINGS), create_partner(uow), phone()
+        service.earn_points(shop, uuid.uuid4().hex, earn(member, enroll=True))
+        service.earn_points(shop, uuid.uuid4().hex, earn(member))  # every statement prepared on the connection
+        request_id, command = uuid.uuid4().hex, earn(member)
+        with other.connect() as holder:
+            holder.execute(text("LOCK TABLE lots IN EXCLUSIVE MODE"))
+            with pytest.raises(DBAPIError) as raised:
+                service.earn_points(shop, request_id, command)
+            assert raised.value.orig is not None and raised.value.orig.sqlstate == "57014"  # statement timeout
+            notes = getattr(raised.value.orig, "__notes__", [])
+            assert any("queued statement" in note and "INSERT INTO journal_transactions" in note for note in notes)
+            holder.rollback()
+            written = holder.execute(
+                text("SELECT count(*) FROM purchases WHERE receipt_id = :receipt"), {"receipt": command.receipt_id}
+            ).scalar_one()
+        assert written == 0
+        retried = service.earn_points(shop, request_id, command)
+        assert not retried.is_replay and retried.result.points_earned > 0
+    finally:
+        engine.dispose()
+        other.dispose()

@@ -14,7 +14,8 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, select, text
+from sqlalchemy.dialects import postgresql
 
 import ledger.earn_statement
 from checkout.commands import Basket, EarnCommand
@@ -23,6 +24,7 @@ from checkout.session import CheckoutSettings
 from common.clock import ManualClock
 from common.db import create_engine
 from common.uow import UnitOfWork
+from ledger.earn_statement import RESERVE_EARN_IDS
 from ledger.repository import LedgerRepository, balances, entries, lots, transactions
 from members.repository import members
 from tests.factories import create_partner, phone
@@ -103,3 +105,14 @@ def test_one_statement_writes_what_four_statements_write(
     apart = uow.run(earn)
     assert together == apart
     assert together[1] == (4, 2)
+
+
+@pytest.mark.postgres_only
+def test_the_reserved_ids_are_drawn_from_the_sequences_the_tables_own(uow: UnitOfWork) -> None:
+    """The reservation names the sequences (PostgreSQL's names for a serial id): a migration that
+    renamed or rebuilt a table must not leave it drawing from a sequence the table no longer uses."""
+    reserving = str(RESERVE_EARN_IDS.statement.compile(dialect=postgresql.dialect()))
+    with uow.engine.connect() as connection:
+        for table in (transactions, lots):
+            owned = connection.execute(text("SELECT pg_get_serial_sequence(:name, 'id')"), {"name": table.name})
+            assert f"nextval('{owned.scalar_one().removeprefix('public.')}')" in reserving

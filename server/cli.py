@@ -249,12 +249,14 @@ def _serve(_: argparse.Namespace) -> int:
     if settings.server_processes > 1:
         return serve_processes(settings)  # imports nothing of gRPC here: the workers are spawned fresh
     from server.app import Application, create_server
+    from server.collector import settle_for_serving
     from server.metrics_http import start_metrics_server
 
     app = Application.build(settings)
     running = create_server(app)
     if settings.metrics_address:
         start_metrics_server(settings.metrics_address)
+    settle_for_serving()
     running.start()
     log.info("serving", extra={"address": f"{settings.listen_address.rsplit(':', 1)[0]}:{running.port}"})
     print(f"coalition serving gRPC on port {running.port}", flush=True)

@@ -221,9 +221,11 @@ def run_worker(settings: Settings, index: int, parent: Connection) -> None:
     configure_logging(settings.log_level)
     _tag_logs(index)
     from server.app import Application, create_server
+    from server.collector import settle_for_serving
 
     app = Application.build(settings)
     running = create_server(app, shares_port=True, runs_background_jobs=index == BACKGROUND_JOBS_WORKER)
+    settle_for_serving()
     running.start()
     log.info("worker serving", extra={"port": running.port})
     parent.send((running.port, running.mtls_port))

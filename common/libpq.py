@@ -226,6 +226,15 @@ def commit(driver: DriverConnection[Any], info: MutableMapping[str, Any]) -> Non
     _exchange(driver, state, [*(each.statement for each in queued), _COMMIT], begins=begins, queued=len(queued))
 
 
+def outside_transaction(driver: DriverConnection[Any]) -> bool:
+    """Whether the connection is in no transaction and no pipeline. psycopg's commit and rollback then
+    send nothing, but take its lock and run its generator machinery to find that out: after a COMMIT
+    sent with the queue, and on every return to the pool, that cost an earn about 2% of its CPU."""
+    pgconn = driver.pgconn
+    idle = pgconn.transaction_status == pq.TransactionStatus.IDLE
+    return bool(idle and pgconn.pipeline_status == pq.PipelineStatus.OFF)
+
+
 def discard(info: MutableMapping[str, Any]) -> None:
     """Forgets the queued statements: their transaction rolls back."""
     state = info.get(_STATE_KEY)

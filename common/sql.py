@@ -400,13 +400,15 @@ class QueueKeepingDialect(PGDialect_psycopg):
         info = _pool_info(dbapi_connection)
         if info is not None:
             libpq.commit(dbapi_connection.driver_connection, info)
-        super().do_commit(dbapi_connection)  # type: ignore[no-untyped-call]
+        if not _outside_transaction(dbapi_connection):
+            super().do_commit(dbapi_connection)  # type: ignore[no-untyped-call]
 
     def do_rollback(self, dbapi_connection: Any) -> None:
         info = _pool_info(dbapi_connection)
         if info is not None:
             libpq.discard(info)
-        super().do_rollback(dbapi_connection)  # type: ignore[no-untyped-call]
+        if not _outside_transaction(dbapi_connection):
+            super().do_rollback(dbapi_connection)  # type: ignore[no-untyped-call]
 
     def do_rollback_to_savepoint(self, connection: Any, name: str) -> None:
         # The SAVEPOINT flushed the queue: what is queued now was queued after it, and is undone with it.
@@ -434,6 +436,12 @@ def _flush_before(context: Any) -> None:
         info = _pool_info(pooled)
         if info is not None:
             libpq.flush(pooled.driver_connection, info)
+
+
+def _outside_transaction(dbapi_connection: Any) -> bool:
+    """Whether the driver's own commit or rollback would do nothing here (``libpq.outside_transaction``)."""
+    driver = getattr(dbapi_connection, "driver_connection", None)
+    return driver is not None and libpq.outside_transaction(driver)
 
 
 def _pool_info(pooled: Any) -> dict[str, Any] | None:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import BigInteger, Connection, and_, bindparam, case, func, or_, select, true
+from sqlalchemy import BigInteger, Connection, Engine, and_, bindparam, case, func, or_, select, true
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import aliased
 
@@ -150,20 +151,21 @@ _EARN_LOT_FOUND = (
 )
 _EARN_LOTS_PG = select(_EARN_LOT_FOUND).select_from(_WANTED_EARNS).join(_EARN_LOT_FOUND, true())
 
-# Partner and operator account ids never change once created; cached per database.
-_account_ids: dict[tuple[str, str, int], int] = {}
+# Partner and operator account ids never change once created; cached per engine (so per database) by
+# the engine itself: rendering its URL for a key cost about 10 us a posting.
+_account_ids: weakref.WeakKeyDictionary[Engine, dict[tuple[str, int], int]] = weakref.WeakKeyDictionary()
 _account_ids_lock = threading.Lock()
 _CREATED_ACCOUNTS = "ledger.accounts_created"
 
 
-def _accounts_created_in_transaction(connection: Connection) -> set[tuple[str, str, int]]:
+def _accounts_created_in_transaction(connection: Connection) -> set[tuple[str, int]]:
     """The accounts the connection's current transaction inserted (kept in the pooled connection's info)."""
     transaction = connection.get_transaction()
     found = connection.info.get(_CREATED_ACCOUNTS)
     if found is None or found[0] is not transaction:  # a later transaction: its own, empty set
         found = (transaction, set())
         connection.info[_CREATED_ACCOUNTS] = found
-    created: set[tuple[str, str, int]] = found[1]
+    created: set[tuple[str, int]] = found[1]
     return created
 
 
@@ -224,9 +226,10 @@ class LedgerRepository:
         is invisible to others (and gone if it rolls back) until the transaction commits. That holds
         for a second ask in the same transaction too, which finds the row the first one inserted.
         """
-        cache_key = (str(self.connection.engine.url), kind, owner_id)
+        cache_key = (kind, owner_id)
         with _account_ids_lock:
-            cached = _account_ids.get(cache_key)
+            cache = _account_ids.setdefault(self.connection.engine, {})
+            cached = cache.get(cache_key)
         if cached is not None:
             return cached
         created = insert_ignoring_conflict(self.connection, accounts, {"kind": kind, "owner_id": owner_id})
@@ -240,7 +243,7 @@ class LedgerRepository:
             uncommitted.add(cache_key)
         elif cache_key not in uncommitted:
             with _account_ids_lock:
-                _account_ids[cache_key] = account_id
+                cache[cache_key] = account_id
         return account_id
 
     def open_member(self, member_id: int) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -68,8 +69,16 @@ _VERSION_IN_FORCE_NAMES = tuple(str(column.key) for column in _VERSION_IN_FORCE_
 
 def version_in_force_of(values: Sequence[Any]) -> tuple[ContractVersionView, bool]:
     """A row of ``version_in_force_select``: the version, and whether the partner is active."""
-    row = SimpleNamespace(**dict(zip(_VERSION_IN_FORCE_NAMES, values, strict=True)))
-    return _version(row), row.partner_status == "ACTIVE"
+    *version, partner_status = values  # the partner's status comes last
+    return _version_of_values(tuple(version)), partner_status == "ACTIVE"
+
+
+@functools.lru_cache(maxsize=1024)
+def _version_of_values(values: tuple[Any, ...]) -> ContractVersionView:
+    """The version of a row of its columns' values. A version never changes (the database refuses
+    it) and every earn reads the one in force, so each is built once: keyed by all its values, a
+    version of another database with the same id is another key."""
+    return _version(SimpleNamespace(**dict(zip(_VERSION_IN_FORCE_NAMES[:-1], values, strict=True))))
 
 
 _KEY_COLUMNS = (
